@@ -1,0 +1,22 @@
+/** `hoopctl gateway --config gateway.yaml`: validate, start, stop on SIGTERM/SIGINT. */
+import { loadConfigFile } from '../../gateway/config/load.ts';
+import { line } from '../output.ts';
+
+export default async function gateway(opts: { config: string; check?: boolean }): Promise<number> {
+  const cfg = loadConfigFile(opts.config);
+  if (opts.check) {
+    line(`${opts.config}: ok (${cfg.connections.length} connections)`);
+    return 0;
+  }
+  const { startGateway } = await import('../../gateway/server.ts');
+  const gw = await startGateway(cfg);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      gw.log.info({ signal: sig }, 'shutting down');
+      gw.close().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}

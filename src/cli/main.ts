@@ -1,0 +1,111 @@
+/**
+ * The command registry: declarations only. Each action `await import()`s its implementation so
+ * `--help` and `--version` load nothing heavy (no ink, react, openid-client or gateway code).
+ */
+import { Command, Option, CommanderError } from 'commander';
+import { VERSION } from '../version.ts';
+import { exitCodeTable, ExitCode } from '../errors.ts';
+import { out, reportError } from './output.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('hoopctl')
+    .description('Access gateway and CLI without standing credentials: log in, lease a connection, connect through the gateway.')
+    .version(VERSION, '-v, --version')
+    .showSuggestionAfterError()
+    .addHelpText('after', `\nEnvironment: HOOP_GATEWAY, HOOP_TOKEN, HOOP_CLIENT_ID/HOOP_CLIENT_SECRET, HOOP_CONFIG_DIR, NO_COLOR\n\n${exitCodeTable}`)
+    .hook('preAction', (_this, action) => {
+      out.json = Boolean(action.opts().json);
+    });
+
+  const gatewayOpt = () => new Option('--gateway <url>', 'gateway URL (default: HOOP_GATEWAY or the last login)');
+  const run = (load: () => Promise<{ default: (...a: any[]) => Promise<number | void> }>) =>
+    async (...args: unknown[]) => {
+      const code = await (await load()).default(...args);
+      if (typeof code === 'number' && code !== 0) process.exitCode = code;
+    };
+
+  program.command('login')
+    .description('log in with OIDC device flow (RFC 8628), or as a machine with --client-credentials')
+    .addOption(gatewayOpt())
+    .option('--no-browser', 'do not try to open a browser; just print the URL and code')
+    .option('--client-credentials', 'machine identity from HOOP_CLIENT_ID / HOOP_CLIENT_SECRET')
+    .option('--json', 'print the result as JSON')
+    .action(run(() => import('./commands/login.ts')));
+
+  program.command('logout')
+    .description('revoke and delete the stored tokens for the gateway')
+    .addOption(gatewayOpt())
+    .option('--json', 'print the result as JSON')
+    .action(run(() => import('./commands/logout.ts')));
+
+  program.command('whoami')
+    .description('show who you are logged in as: subject, groups, gateway, token expiry')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(() => import('./commands/whoami.ts')));
+
+  program.command('connections').alias('ls')
+    .description('list the connections you may use')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(() => import('./commands/connections.ts')));
+
+  program.command('connect')
+    .description('lease a connection and open a local port that tunnels to it through the gateway')
+    .argument('<conn>', 'connection name (see `hoopctl connections`)')
+    .option('-p, --port <n>', 'local port (default: the type\'s usual port + 10000, or a free one)')
+    .option('-d, --duration <dur>', 'lease duration, e.g. 30m (clamped to the connection\'s lease.max)')
+    .option('-r, --reason <text>', 'why you need access (recorded, shown to reviewers)')
+    .option('--new-lease', 'take a fresh lease even if an active one exists')
+    .addOption(gatewayOpt())
+    .option('--json', 'print the listener and lease as JSON lines')
+    .action(run(() => import('./commands/connect.ts')));
+
+  program.command('leases')
+    .description('list your leases (--all: every user\'s, admins only)')
+    .option('-a, --all', 'every user\'s leases (admins)')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(() => import('./commands/leases.ts')));
+
+  program.command('revoke')
+    .description('end a lease now: its open connections are closed')
+    .argument('<lease-id>')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(() => import('./commands/revoke.ts')));
+
+  program.command('gateway')
+    .description('run the gateway server')
+    .requiredOption('-c, --config <file>', 'gateway.yaml')
+    .option('--check', 'validate the config and exit')
+    .action(run(() => import('./commands/gateway.ts')));
+
+  program.command('demo')
+    .description('start a gateway, dev IdP and a seeded demo PostgreSQL, and print what to try')
+    .option('--port <n>', 'gateway port', '8009')
+    .option('--dir <dir>', 'working directory for the demo (default: a temp dir)')
+    .action(run(() => import('./commands/demo.ts')));
+
+  program.command('completion')
+    .description('print a shell completion script')
+    .argument('<shell>', 'bash, zsh or fish')
+    .action(run(() => import('./commands/completion.ts')));
+
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  const program = buildProgram();
+  program.exitOverride();
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : ExitCode.usage;
+      return;
+    }
+    process.exitCode = reportError(err);
+  }
+}

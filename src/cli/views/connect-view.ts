@@ -1,0 +1,40 @@
+/** The ink view of `hoopctl connect` on a TTY: where to connect, lease time left, live counters. */
+import type { LocalTunnel, LeaseInfo } from '../../client/tunnel.ts';
+
+function bytes(n: number): string {
+  const u = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+export async function showConnect(p: { name: string; type: string; port: number; command: string; lease: LeaseInfo; tunnel: LocalTunnel }): Promise<{ stop(why: string): void }> {
+  const React = await import('react');
+  const { render, Box, Text } = await import('ink');
+  const h = React.createElement;
+  const expires = Date.parse(p.lease.expires_at);
+  function View({ ended }: { ended?: string }) {
+    const [, tick] = React.useState(0);
+    React.useEffect(() => {
+      const t = setInterval(() => tick((n: number) => n + 1), 1000);
+      const onChange = () => tick((n: number) => n + 1);
+      p.tunnel.on('change', onChange);
+      return () => { clearInterval(t); p.tunnel.off('change', onChange); };
+    }, []);
+    const left = Math.max(0, Math.round((expires - Date.now()) / 1000));
+    const s = p.tunnel.stats;
+    return h(Box, { flexDirection: 'column', borderStyle: 'round', paddingX: 1 },
+      h(Text, null, h(Text, { bold: true }, p.name), ` (${p.type}) on `, h(Text, { color: 'cyan' }, `127.0.0.1:${p.port}`)),
+      h(Text, null, 'connect with: ', h(Text, { color: 'yellow' }, p.command)),
+      h(Text, null, `lease ${p.lease.id}: ${Math.floor(left / 3600)}h${String(Math.floor((left % 3600) / 60)).padStart(2, '0')}m${String(left % 60).padStart(2, '0')}s left`),
+      h(Text, null, `connections: ${s.open} open, ${s.total} total   up ${bytes(s.bytesUp)}  down ${bytes(s.bytesDown)}`),
+      ended ? h(Text, { color: 'red' }, ended) : h(Text, { dimColor: true }, 'Ctrl-C stops listening; the lease stays valid'));
+  }
+  const app = render(h(View, {}), { exitOnCtrlC: false });
+  return {
+    stop(why) {
+      app.rerender(h(View, { ended: why }));
+      app.unmount();
+    },
+  };
+}

@@ -1,0 +1,51 @@
+/**
+ * The gateway API client: fetch with the bearer token, every failure mapped to a HoopError with
+ * the right exit code (401 → 3, 403/404 → 4, unreachable → 7) and the gateway's own message.
+ */
+import { HoopError, AuthError, AccessDenied, NotFound, Unreachable, UsageError } from '../errors.ts';
+
+export interface HoopConfiguration { gateway: string; issuer: string; client_id: string; audience: string; groups_claim: string; version: string; dev_idp: boolean }
+
+export class GatewayClient {
+  readonly url: string;
+  token: string | undefined;
+  /** when set, called before each request for a current token (refreshes near expiry) */
+  tokenSource: (() => Promise<string>) | undefined;
+  constructor(url: string, token?: string) {
+    this.url = url;
+    this.token = token;
+  }
+
+  async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T> {
+    if (this.tokenSource) this.token = await this.tokenSource();
+    let res: Response;
+    try {
+      res = await fetch(this.url + path, {
+        method,
+        headers: { accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(30_000),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new Unreachable(`gateway ${this.url} unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err, hint: 'is the gateway running? check --gateway / HOOP_GATEWAY' });
+    }
+    const text = await res.text();
+    let json: Record<string, unknown> = {};
+    try { json = text ? JSON.parse(text) : {}; } catch { /* not JSON */ }
+    if (res.ok) return json as T;
+    const message = (json.message as string) ?? `${method} ${path} failed: HTTP ${res.status}`;
+    const code = (json.error as string) ?? `http_${res.status}`;
+    const hint = json.hint as string | undefined;
+    const details = json;
+    if (res.status === 401) throw new AuthError(code, message, { details });
+    if (res.status === 403) throw new AccessDenied(message, { code, hint, details });
+    if (res.status === 404) throw new NotFound(message, { hint, details });
+    if (res.status === 400 || res.status === 413) throw new UsageError(message, { hint, details });
+    throw new HoopError(code, message, { status: res.status, hint, details, expose: true, exit: res.status >= 500 ? 7 : 1 });
+  }
+
+  discover(): Promise<HoopConfiguration> {
+    return this.request<HoopConfiguration>('GET', '/.well-known/hoop-configuration');
+  }
+}

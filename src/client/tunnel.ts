@@ -1,0 +1,145 @@
+/**
+ * The local end of a tunnel: a TCP listener on 127.0.0.1; each accepted connection opens one
+ * WebSocket to the gateway's /tunnel/<connection>, proven by a short-lived tunnel token bound to
+ * the lease (fetched ahead of expiry, shared by concurrent connections so setup costs no extra
+ * round trip), and bytes flow both ways through wsDuplex (backpressure, half-close, TCP_NODELAY).
+ */
+import net from 'node:net';
+import { EventEmitter } from 'node:events';
+import { WebSocket } from 'ws';
+import { wsDuplex, TunnelClosed, CloseCode } from '../shared/ws-duplex.ts';
+import type { GatewayClient } from './gateway-client.ts';
+
+export interface LeaseInfo { id: string; connection: string; status: string; expires_at: string; user: string }
+
+export interface TunnelStats { open: number; total: number; bytesUp: number; bytesDown: number; refused: number }
+
+/** why the tunnel stopped: the lease ended (exit 4) or something else */
+export interface LeaseEnded { reason: string; code: number }
+
+const TOKEN_SLACK_MS = 15_000;
+
+export class LocalTunnel extends EventEmitter {
+  readonly stats: TunnelStats = { open: 0, total: 0, bytesUp: 0, bytesDown: 0, refused: 0 };
+  readonly #gw: GatewayClient;
+  readonly #lease: LeaseInfo;
+  readonly #server: net.Server;
+  readonly #sockets = new Set<net.Socket>();
+  #token: { value: string; exp: number } | undefined;
+  #tokenPending: Promise<string> | undefined;
+  readonly #wsUrl: string;
+
+  constructor(gw: GatewayClient, lease: LeaseInfo) {
+    super();
+    this.#gw = gw;
+    this.#lease = lease;
+    this.#wsUrl = `${gw.url.replace(/^http/, 'ws')}/tunnel/${encodeURIComponent(lease.connection)}`;
+    this.#server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.#accept(s));
+  }
+
+  /** Listens on 127.0.0.1:port; when `fallback` and the port is taken, on a free port instead. */
+  async listen(port: number, fallback: boolean): Promise<number> {
+    const tryListen = (p: number) => new Promise<number>((resolve, reject) => {
+      const onErr = (err: Error) => { this.#server.off('listening', onOk); reject(err); };
+      const onOk = () => { this.#server.off('error', onErr); resolve((this.#server.address() as net.AddressInfo).port); };
+      this.#server.once('error', onErr);
+      this.#server.once('listening', onOk);
+      this.#server.listen(p, '127.0.0.1');
+    });
+    try {
+      return await tryListen(port);
+    } catch (err) {
+      if (fallback && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') return tryListen(0);
+      throw err;
+    }
+  }
+
+  /** A tunnel token for the lease, fetched ahead of expiry and shared between connections. */
+  async token(): Promise<string> {
+    const t = this.#token;
+    const now = Date.now();
+    if (t && t.exp - now > TOKEN_SLACK_MS) {
+      // refresh in the background while the current one is still good
+      if (t.exp - now < 2 * TOKEN_SLACK_MS) void this.#fetchToken().catch(() => {});
+      return t.value;
+    }
+    return this.#fetchToken();
+  }
+
+  #fetchToken(): Promise<string> {
+    this.#tokenPending ??= this.#gw.request<{ token: string; expires_at: string }>('POST', `/api/leases/${this.#lease.id}/tunnel-token`)
+      .then((r) => {
+        this.#token = { value: r.token, exp: Date.parse(r.expires_at) };
+        return r.token;
+      })
+      .finally(() => { this.#tokenPending = undefined; });
+    return this.#tokenPending;
+  }
+
+  #accept(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    this.stats.open++;
+    this.stats.total++;
+    this.emit('change');
+    socket.setKeepAlive(true, 30_000);
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      this.stats.open--;
+      this.emit('change');
+    });
+    this.token().then((token) => this.#open(socket, token), (err: Error) => {
+      this.stats.refused++;
+      this.emit('refused', err);
+      if ((err as { exit?: number }).exit === 4) this.emit('lease-ended', { reason: err.message, code: CloseCode.leaseExpired } satisfies LeaseEnded);
+      socket.destroy();
+    });
+  }
+
+  #open(socket: net.Socket, token: string): void {
+    if (socket.destroyed) return;
+    const ws = new WebSocket(this.#wsUrl, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
+    ws.once('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        let body: { error?: string; message?: string } = {};
+        try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
+        const err = Object.assign(new Error(body.message ?? `gateway refused the tunnel: HTTP ${res.statusCode}`), { status: res.statusCode, code: body.error });
+        this.stats.refused++;
+        this.emit('refused', err);
+        if (res.statusCode === 403 && /^lease_/.test(body.error ?? '')) this.emit('lease-ended', { reason: err.message, code: CloseCode.leaseExpired } satisfies LeaseEnded);
+        if (res.statusCode === 401) this.#token = undefined;
+        socket.destroy();
+      });
+    });
+    ws.once('error', (err) => {
+      if (ws.readyState !== ws.OPEN) {
+        this.emit('refused', err);
+        socket.destroy();
+      }
+    });
+    ws.once('open', () => {
+      (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
+      const stream = wsDuplex(ws);
+      socket.on('data', (b: Buffer) => { this.stats.bytesUp += b.length; });
+      stream.on('data', (b: Buffer) => { this.stats.bytesDown += b.length; });
+      socket.pipe(stream);
+      stream.pipe(socket);
+      stream.on('error', (err) => {
+        if (err instanceof TunnelClosed && (err.code === CloseCode.leaseExpired || err.code === CloseCode.leaseRevoked))
+          this.emit('lease-ended', { reason: err.reason, code: err.code } satisfies LeaseEnded);
+        else if (err instanceof TunnelClosed) this.emit('closed-with-error', err);
+        socket.destroy();
+      });
+      stream.on('close', () => { if (!socket.destroyed && !socket.writableEnded) socket.end(); });
+      socket.on('close', () => { if (!stream.destroyed) stream.destroy(); });
+      socket.resume();
+    });
+  }
+
+  close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The gateway's HTTP JSON API. Every route but /healthz and discovery needs a bearer token from
+ * the issuer; errors leave through one normalizer (toHoopError) as `{error, message, hint}`.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HoopError, AuthError, UsageError, NotFound, AccessDenied, toHoopError } from '../errors.ts';
+import type { GatewayConfig } from './config/load.ts';
+import type { Store, Lease } from './store/store.ts';
+import type { LeaseService, Caller } from './session/leases.ts';
+import { mayUse } from './session/leases.ts';
+import type { TunnelTokens } from './session/tunnel-token.ts';
+import type { TokenVerifier } from './auth/verify.ts';
+import type { Logger } from './log.ts';
+import { formatDuration, parseDuration } from './config/duration.ts';
+import { VERSION } from '../version.ts';
+
+export interface ApiDeps {
+  cfg: GatewayConfig;
+  issuer: string;
+  store: Store;
+  leases: LeaseService;
+  tunnelTokens: TunnelTokens;
+  verifier: TokenVerifier;
+  log: Logger;
+}
+
+const MAX_BODY = 64 * 1024;
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new UsageError(`request body larger than ${MAX_BODY} bytes`, { status: 413 });
+    chunks.push(c as Buffer);
+  }
+  if (!size) return {};
+  try {
+    const v = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+    return v;
+  } catch {
+    throw new UsageError('request body must be a JSON object');
+  }
+}
+
+export function bearer(req: IncomingMessage): string {
+  const h = req.headers.authorization;
+  if (!h) throw new AuthError('token_missing', 'no bearer token: log in with `hoopctl login`');
+  const m = /^Bearer\s+(\S+)$/i.exec(h);
+  if (!m) throw new AuthError('token_malformed', 'Authorization header must be "Bearer <token>"');
+  return m[1];
+}
+
+export function leaseView(l: Lease, now = Date.now()) {
+  return {
+    id: l.id, connection: l.connection, user: l.user, status: l.status, reason: l.reason,
+    created_at: new Date(l.createdAt).toISOString(), expires_at: new Date(l.expiresAt).toISOString(),
+    duration: formatDuration(l.durationMs), remaining: l.status === 'active' ? formatDuration(Math.max(0, l.expiresAt - now)) : null,
+    ended_at: l.endedAt ? new Date(l.endedAt).toISOString() : null, ended_by: l.endedBy, end_reason: l.endReason,
+  };
+}
+
+export function createApi(deps: ApiDeps) {
+  const { cfg, store, leases, verifier } = deps;
+
+  async function caller(req: IncomingMessage): Promise<Caller> {
+    const id = await verifier.verify(bearer(req));
+    return { sub: id.sub, groups: id.groups, admin: id.groups.some((g) => cfg.auth.admins.includes(g)) };
+  }
+
+  type Handler = (req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<unknown>;
+  const routes: Array<[string, RegExp, Handler]> = [
+    ['GET', /^\/healthz$/, async () => ({ ok: true, version: VERSION, store: store.kind })],
+    ['GET', /^\/\.well-known\/hoop-configuration$/, async () => ({
+      gateway: cfg.public_url, issuer: deps.issuer, client_id: cfg.auth.client_id, audience: cfg.audience,
+      groups_claim: cfg.auth.groups_claim, version: VERSION, dev_idp: cfg.auth.issuer === 'dev',
+    })],
+    ['GET', /^\/api\/whoami$/, async (req) => {
+      const id = await verifier.verify(bearer(req));
+      return { sub: id.sub, groups: id.groups, admin: id.groups.some((g) => cfg.auth.admins.includes(g)), client_id: id.clientId ?? null, expires_at: id.exp ? new Date(id.exp * 1000).toISOString() : null, gateway: cfg.public_url, issuer: deps.issuer };
+    }],
+    ['GET', /^\/api\/connections$/, async (req) => {
+      const c = await caller(req);
+      return {
+        connections: cfg.connections.filter((x) => mayUse(x, c)).map((x) => ({
+          name: x.name, type: x.type, review: Boolean(x.review), review_groups: x.review?.groups ?? [],
+          lease_default: formatDuration(x.lease.default), lease_max: formatDuration(x.lease.max),
+          guardrails: Boolean(x.guardrails), masking: Boolean(x.masking),
+        })),
+      };
+    }],
+    ['POST', /^\/api\/leases$/, async (req, res) => {
+      const c = await caller(req);
+      const body = await readJson(req);
+      if (typeof body.connection !== 'string' || !body.connection) throw new UsageError('"connection" (a connection name) is required');
+      const lease = await leases.request(c, { connection: body.connection, duration: body.duration as string | undefined, reason: body.reason as string | undefined, new: Boolean(body.new) });
+      res.statusCode = lease.reused ? 200 : 201;
+      return { ...leaseView(lease), reused: lease.reused };
+    }],
+    ['GET', /^\/api\/leases$/, async (req, _res, _p, url) => {
+      const c = await caller(req);
+      const list = await leases.list(c, url.searchParams.get('all') === '1' || url.searchParams.get('all') === 'true');
+      return { leases: list.map((l) => leaseView(l)) };
+    }],
+    ['GET', /^\/api\/leases\/([\w-]+)$/, async (req, _res, [id]) => leaseView(await leases.get(await caller(req), id))],
+    ['POST', /^\/api\/leases\/([\w-]+)\/revoke$/, async (req, _res, [id]) => leaseView(await leases.revoke(await caller(req), id))],
+    ['POST', /^\/api\/leases\/([\w-]+)\/tunnel-token$/, async (req, _res, [id]) => {
+      const c = await caller(req);
+      const l = await leases.get(c, id);
+      if (l.user !== c.sub) throw new AccessDenied(`lease ${id} belongs to ${l.user}; only its owner may open tunnels`);
+      if (l.status !== 'active') throw new AccessDenied(`lease ${id} is ${l.status}`, { code: `lease_${l.status}` });
+      const exp = Math.min(Date.now() + cfg.tunnel_token_ttl, l.expiresAt);
+      return { token: await deps.tunnelTokens.sign({ leaseId: l.id, user: l.user, connection: l.connection }, exp), expires_at: new Date(exp).toISOString(), lease: leaseView(l) };
+    }],
+    ['GET', /^\/api\/sessions$/, async (req, _res, _p, url) => {
+      const c = await caller(req);
+      const since = url.searchParams.get('since');
+      const sinceMs = since ? parseDuration(since) : undefined;
+      if (since && sinceMs === undefined) throw new UsageError(`invalid --since ${JSON.stringify(since)}: use e.g. 24h`);
+      const user = url.searchParams.get('user') ?? undefined;
+      if (user && user !== c.sub && !c.admin) throw new AccessDenied('only admins may list other users\' sessions');
+      const rows = await store.listSessions({ user: c.admin ? user : c.sub, connection: url.searchParams.get('conn') ?? undefined, since: sinceMs ? Date.now() - sinceMs : undefined });
+      return { sessions: rows };
+    }],
+    ['GET', /^\/api\/sessions\/([\w-]+)$/, async (req, _res, [id]) => {
+      const c = await caller(req);
+      const s = await store.getSession(id);
+      if (!s || (s.user !== c.sub && !c.admin)) throw new NotFound(`no session "${id}"`, { hint: 'see `hoopctl sessions`' });
+      return s;
+    }],
+    ['GET', /^\/api\/sessions\/([\w-]+)\/recording$/, async (req, _res, [id]) => {
+      const c = await caller(req);
+      const s = await store.getSession(id);
+      if (!s || (s.user !== c.sub && !c.admin)) throw new NotFound(`no session "${id}"`, { hint: 'see `hoopctl sessions`' });
+      return { session: s, entries: await store.readRecording(id) };
+    }],
+    ['GET', /^\/api\/audit$/, async (req, _res, _p, url) => {
+      const c = await caller(req);
+      if (!c.admin) throw new AccessDenied(`the audit log needs an admin group (${cfg.auth.admins.join(', ') || 'none configured'})`);
+      const since = url.searchParams.get('since');
+      const sinceMs = since ? parseDuration(since) : undefined;
+      return { events: await store.listAudit({ since: sinceMs ? Date.now() - sinceMs : 0 }) };
+    }],
+  ];
+
+  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://gateway');
+    try {
+      let pathMatched = false;
+      for (const [method, re, h] of routes) {
+        const m = re.exec(url.pathname);
+        if (!m) continue;
+        pathMatched = true;
+        if (method !== req.method) continue;
+        const body = await h(req, res, m.slice(1), url);
+        return sendJson(res, res.statusCode && res.statusCode !== 200 ? res.statusCode : 200, body);
+      }
+      throw pathMatched ? new HoopError('method_not_allowed', `${req.method} is not allowed on ${url.pathname}`, { status: 405 })
+        : new NotFound(`no such endpoint ${url.pathname}`);
+    } catch (err) {
+      const e = toHoopError(err);
+      if (!e.expose) deps.log.error({ err, path: url.pathname }, 'request failed');
+      sendJson(res, e.status, e.toJSON());
+    }
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * Loads gateway.yaml in named steps — read, parse YAML, check the schema, check what spans
+ * keys — and reports each problem with the file, the exact key path and what is wrong.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import { resolve, dirname } from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../../errors.ts';
+import { configSchema, type ParsedConfig, type ConnectionConfig } from './schema.ts';
+
+export interface GatewayConfig extends ParsedConfig {
+  /** the file the config came from (for messages and relative paths) */
+  file: string;
+  public_url: string;
+  /** the audience access tokens must carry */
+  audience: string;
+  /** the directory relative paths (store, tls, keys) resolve against */
+  baseDir: string;
+  /** secrets read from the environment, by connection name */
+  secrets: Map<string, { password?: string }>;
+}
+
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+function describeIssue(issue: z.core.$ZodIssue): { path: string; problem: string } {
+  const path = formatPath(issue.path);
+  switch (issue.code) {
+    case 'unrecognized_keys': {
+      const keys = issue.keys;
+      const at = (k: string) => (path ? `${path}.${k}` : k);
+      return { path: at(keys[0]), problem: `unknown key${keys.length > 1 ? `s ${keys.map((k) => JSON.stringify(k)).join(', ')}` : ''} (check the spelling; see PRODUCT.md for the keys)` };
+    }
+    case 'invalid_type':
+      return { path, problem: issue.input === undefined ? 'is required' : `must be ${issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a mapping' : `a ${issue.expected}`} (got ${JSON.stringify(issue.input)})` };
+    case 'invalid_value':
+      return { path, problem: `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')} (got ${JSON.stringify(issue.input)})` };
+    default:
+      return { path, problem: issue.message };
+  }
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const abs = resolve(file);
+  if (!existsSync(abs)) throw new ConfigError(file, '', 'file not found');
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, '', `cannot be read: ${(err as Error).message}`);
+  }
+  return parseConfig(text, file, env, dirname(abs));
+}
+
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env, baseDir = process.cwd()): GatewayConfig {
+  // step 1: YAML
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length) {
+    const e = doc.errors[0];
+    const line = e.linePos?.[0];
+    throw new ConfigError(file, '', `invalid YAML${line ? ` at line ${line.line}, column ${line.col}` : ''}: ${e.message.split('\n')[0]}`);
+  }
+  const raw = doc.toJS() ?? {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(file, '', 'must be a YAML mapping of keys (listen, auth, connections, ...)');
+
+  // step 2: schema (types, enums, unknown keys, durations)
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const { path, problem } = describeIssue(parsed.error.issues[0]);
+    throw new ConfigError(file, path, problem);
+  }
+  const cfg = parsed.data;
+
+  // step 3: rules that span keys
+  if (cfg.auth.issuer === 'dev' && !cfg.dev_idp) throw new ConfigError(file, 'dev_idp', 'is required when auth.issuer is "dev"');
+  if (cfg.auth.issuer !== 'dev' && cfg.dev_idp) throw new ConfigError(file, 'dev_idp', 'is only allowed when auth.issuer is "dev"');
+  const scheme = cfg.tls ? 'https' : 'http';
+  const publicUrl = (cfg.public_url ?? `${scheme}://${cfg.listen}`).replace(/\/+$/, '');
+  const seen = new Map<string, number>();
+  const secrets = new Map<string, { password?: string }>();
+  cfg.connections.forEach((c, i) => {
+    const at = `connections[${i}]`;
+    const prev = seen.get(c.name);
+    if (prev !== undefined) throw new ConfigError(file, `${at}.name`, `duplicate connection name "${c.name}" (also connections[${prev}])`);
+    seen.set(c.name, i);
+    if (c.lease.default > c.lease.max) throw new ConfigError(file, `${at}.lease.default`, 'must not be longer than lease.max');
+    checkTarget(file, at, c, env, secrets);
+  });
+  const users = new Set<string>();
+  cfg.dev_idp?.users.forEach((u, i) => {
+    if (users.has(u.username)) throw new ConfigError(file, `dev_idp.users[${i}].username`, `duplicate user "${u.username}"`);
+    users.add(u.username);
+  });
+  return { ...cfg, file, public_url: publicUrl, audience: cfg.auth.audience ?? publicUrl, baseDir, secrets };
+}
+
+function checkTarget(file: string, at: string, c: ConnectionConfig, env: NodeJS.ProcessEnv, secrets: GatewayConfig['secrets']) {
+  const t = c.target;
+  const need = (key: keyof typeof t, why: string) => {
+    if (t[key] === undefined) throw new ConfigError(file, `${at}.target.${key}`, `is required for type ${c.type} (${why})`);
+  };
+  if (c.type === 'postgres') {
+    need('database', 'the database the gateway logs in to');
+    need('user', 'the role the gateway logs in as');
+  }
+  if (c.type === 'ssh') {
+    need('user', 'the account the gateway logs in as');
+    need('private_key_file', 'the OpenSSH private key the gateway holds');
+  }
+  if (c.type === 'http') need('url', 'the base URL of the service');
+  if (c.guardrails && c.type !== 'postgres') throw new ConfigError(file, `${at}.guardrails`, `is only supported for type postgres (this connection is ${c.type})`);
+  if (c.masking && c.type !== 'postgres') throw new ConfigError(file, `${at}.masking`, `is only supported for type postgres (this connection is ${c.type})`);
+  if (t.password_env !== undefined) {
+    const v = env[t.password_env];
+    if (v === undefined || v === '') throw new ConfigError(file, `${at}.target.password_env`, `environment variable ${t.password_env} is not set (the gateway reads the target's password from it)`);
+    secrets.set(c.name, { password: v });
+  } else secrets.set(c.name, {});
+}

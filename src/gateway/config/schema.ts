@@ -1,0 +1,117 @@
+/**
+ * The gateway configuration: every key, its default and its check, in one place
+ * (PRODUCT.md "Gateway configuration"). Unknown keys are rejected, not dropped.
+ * Keys beyond PRODUCT.md are marked "(extension)" and documented in the README.
+ */
+import { z } from 'zod';
+import { parseDuration } from './duration.ts';
+
+export const GUARDRAIL_RULES = [
+  'drop', 'truncate', 'alter', 'delete', 'update', 'insert', 'delete_without_where', 'update_without_where',
+  'grant', 'revoke', 'create', 'copy_to_program', 'copy_from_program', 'copy', 'create_function', 'do',
+  'call', 'vacuum', 'set_role', 'set', 'lock', 'listen', 'notify', 'prepare_transaction', 'create_rule',
+  'create_extension', 'security_definer', 'comment', 'reindex', 'cluster', 'refresh', 'create_role',
+  'alter_system', 'load', 'explain_analyze',
+] as const;
+export type GuardrailRule = (typeof GUARDRAIL_RULES)[number];
+
+export const DETECTORS = ['email', 'credit_card', 'ssn', 'phone', 'iban', 'ipv4', 'secret'] as const;
+export type Detector = (typeof DETECTORS)[number];
+
+const duration = (what: string) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const ms = typeof v === 'number' ? v * 1000 : parseDuration(v);
+    if (ms === undefined || !(ms > 0)) {
+      ctx.addIssue({ code: 'custom', message: `${what} must be a duration like 30s, 15m, 2h or 90d (got ${JSON.stringify(v)})` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const hostPort = z.string().regex(/^[^\s:]*:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:8009');
+const nonEmpty = z.string().min(1, 'must not be empty');
+const groups = z.array(nonEmpty);
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
+const target = z.strictObject({
+  host: nonEmpty.default('127.0.0.1'),
+  port: z.number().int().min(1).max(65535),
+  // postgres
+  database: nonEmpty.optional(),
+  user: nonEmpty.optional(),
+  password_env: envName.optional(),
+  /** (extension) TLS to the target: disable | prefer | require | verify-full; default prefer */
+  sslmode: z.enum(['disable', 'prefer', 'require', 'verify-full']).default('prefer'),
+  /** (extension) PEM file of the CA that signs the target's certificate, for verify-full */
+  ca_file: nonEmpty.optional(),
+  /** (extension) let the client pick the database name in its startup message */
+  allow_client_database: z.boolean().default(false),
+  // ssh
+  private_key_file: nonEmpty.optional(),
+  host_key: nonEmpty.optional(),
+  // http
+  url: z.url().optional(),
+});
+
+const connection = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'must be 1-63 letters, digits, ".", "_" or "-"'),
+  type: z.enum(['postgres', 'ssh', 'tcp', 'http']),
+  target,
+  access: z.strictObject({ groups: groups.min(1, 'must name at least one group') }),
+  lease: z.strictObject({ default: duration('lease.default').default(30 * 60_000), max: duration('lease.max').default(2 * 3_600_000) }).default({ default: 30 * 60_000, max: 2 * 3_600_000 }),
+  review: z.strictObject({
+    groups: groups.min(1, 'must name at least one reviewer group'),
+    min_approvals: z.number().int().min(1).default(1),
+    timeout: duration('review.timeout').default(15 * 60_000),
+  }).optional(),
+  guardrails: z.strictObject({
+    deny: z.array(z.enum(GUARDRAIL_RULES)).default([]),
+    review: z.array(z.enum(GUARDRAIL_RULES)).default([]),
+    deny_patterns: z.array(z.string().refine((p) => { try { new RegExp(p, 'i'); return true; } catch { return false; } }, 'is not a valid regular expression')).default([]),
+  }).optional(),
+  masking: z.strictObject({
+    columns: z.array(nonEmpty).default([]),
+    detectors: z.array(z.enum(DETECTORS)).default([]),
+  }).optional(),
+  recording: z.strictObject({
+    results: z.boolean().default(true),
+    retention: duration('recording.retention').default(90 * 86_400_000),
+    /** (extension) result rows kept per statement / per session */
+    max_rows_per_statement: z.number().int().min(0).default(100),
+    max_rows_per_session: z.number().int().min(0).default(10_000),
+  }).default({ results: true, retention: 90 * 86_400_000, max_rows_per_statement: 100, max_rows_per_session: 10_000 }),
+});
+
+export const configSchema = z.strictObject({
+  listen: hostPort.default('127.0.0.1:8009'),
+  public_url: z.url().optional(),
+  tls: z.strictObject({ cert: nonEmpty, key: nonEmpty }).optional(),
+  store: z.string().regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/, 'must be sqlite:<path> or postgres://...').default('sqlite:./data/hoop.db'),
+  auth: z.strictObject({
+    issuer: z.union([z.literal('dev'), z.url()]),
+    client_id: nonEmpty.default('hoopctl'),
+    /** (extension) the audience tokens must carry; default: public_url */
+    audience: nonEmpty.optional(),
+    groups_claim: nonEmpty.default('groups'),
+    admins: groups.default([]),
+  }),
+  dev_idp: z.strictObject({
+    users: z.array(z.strictObject({ username: nonEmpty, password: nonEmpty, groups: groups.default([]), email: z.string().optional() })).default([]),
+    clients: z.array(z.strictObject({ client_id: nonEmpty, client_secret: nonEmpty, groups: groups.default([]) })).default([]),
+    /** (extension) lifetime of access tokens the dev IdP issues; default 1h */
+    access_token_ttl: duration('dev_idp.access_token_ttl').default(3_600_000),
+    /** (extension) lifetime of refresh tokens; default 14d */
+    refresh_token_ttl: duration('dev_idp.refresh_token_ttl').default(14 * 86_400_000),
+  }).optional(),
+  connections: z.array(connection).default([]),
+  /** (extension) lifetime of the short gateway-signed tunnel tokens; default 60s */
+  tunnel_token_ttl: duration('tunnel_token_ttl').default(60_000),
+});
+
+export type GatewayConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ConnectionConfig = ParsedConfig['connections'][number];
+export type TargetConfig = ConnectionConfig['target'];
+export type GuardrailsConfig = NonNullable<ConnectionConfig['guardrails']>;
+export type MaskingConfig = NonNullable<ConnectionConfig['masking']>;
+export type ConnectionType = ConnectionConfig['type'];

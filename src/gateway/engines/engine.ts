@@ -1,0 +1,93 @@
+/**
+ * The protocol engine interface (after Teleport's lib/srv/db/common/interfaces.go): small, and
+ * nothing protocol-specific leaks out of an engine. The session orchestrator
+ * (src/gateway/session/run-session.ts) owns what every protocol shares — authorize, open the
+ * recorder, watch the lease — and hands each tunnelled client connection to one engine instance.
+ *
+ *   client bytes ──► Engine.handle(client) ──► ctx.dialTarget() ──► target
+ *                      │ policy hooks (guardrails, masking, review) live inside the engine
+ *                      └ ctx.record(...) / ctx.audit(...) emit events
+ *
+ * On lease expiry or revocation the orchestrator calls `terminate(reason)`: the engine sends a
+ * protocol-level goodbye if it has one (PostgreSQL: ErrorResponse), then the orchestrator
+ * destroys both streams within a second whatever the engine does.
+ */
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { ConnectionConfig } from '../config/schema.ts';
+import type { Logger } from '../log.ts';
+
+export interface SessionIdentity {
+  sessionId: string;
+  leaseId: string;
+  /** the subject of the caller's token */
+  user: string;
+  groups: string[];
+}
+
+/** Counters an engine updates; the orchestrator persists them with the session. */
+export interface SessionStats {
+  bytesIn: number;   // client → target
+  bytesOut: number;  // target → client
+  statements: number;
+  blocked: number;
+  masked: number;
+}
+
+/** One recorded event (appended to the session's tamper-evident recording). */
+export interface RecordEvent {
+  /** e.g. `query.started`, `query.completed`, `query.blocked`, `result.rows`, `data.in` */
+  type: string;
+  [key: string]: unknown;
+}
+
+export interface EngineContext extends SessionIdentity {
+  connection: ConnectionConfig;
+  /** secrets resolved from the environment at config load (never sent to clients) */
+  secret: { password?: string };
+  log: Logger;
+  stats: SessionStats;
+  /** Opens a TCP connection to the configured target (TCP_NODELAY and keepalive already set). */
+  dialTarget(): Promise<Socket>;
+  /** Appends an event to the session recording; never throws (a failure is logged). */
+  record(event: RecordEvent): void;
+  /** Emits an audit event (`query.blocked`, ...); never throws. */
+  audit(type: string, data: Record<string, unknown>): void;
+  /** Aborted when the lease ends; `signal.reason` is the human reason ("lease expired"). */
+  signal: AbortSignal;
+  /**
+   * Resolves a pending guardrail review for one statement: resolves true when approved,
+   * false when rejected or timed out. Engines without review support treat review as deny.
+   */
+  requestReview?(request: { rule: string; statement: string }): Promise<boolean>;
+}
+
+export interface Engine {
+  /** Relays one client connection until either side closes. Rejects only on unexpected errors. */
+  handle(client: Duplex): Promise<void>;
+  /** Sends an error in the client's own protocol (best effort); the caller then closes the streams. */
+  terminate(reason: string): void;
+}
+
+export interface EngineFactory {
+  readonly type: ConnectionConfig['type'];
+  /** suggested local port for `hoopctl connect` (clients' usual port + offset) */
+  readonly defaultLocalPort: number;
+  create(ctx: EngineContext): Engine;
+}
+
+const registry = new Map<string, () => Promise<EngineFactory>>();
+
+/** Engines register lazily by type name (Teleport common/engines.go); loading happens on first use. */
+export function registerEngine(type: string, load: () => Promise<EngineFactory>): void {
+  registry.set(type, load);
+}
+
+export async function getEngine(type: string): Promise<EngineFactory> {
+  const load = registry.get(type);
+  if (!load) throw new Error(`no engine for connection type "${type}"`);
+  return load();
+}
+
+registerEngine('tcp', async () => (await import('./tcp/tcp-engine.ts')).tcpEngine);
+registerEngine('postgres', async () => (await import('./postgres/postgres-engine.ts')).postgresEngine);

@@ -1,0 +1,103 @@
+/**
+ * Storage for the dev IdP's stateful artifacts (device codes, sessions, grants, refresh
+ * tokens, interactions). oidc-provider's bundled memory adapter prints a "development-only"
+ * warning and cannot persist, so this small one replaces it: a Map, optionally mirrored to a
+ * JSON file (0600) after every change so `hoopctl login` sessions and refresh tokens survive
+ * a gateway restart. Secondary lookups scan the map: a dev IdP holds a few hundred entries.
+ * Access tokens are JWTs and never stored here.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+
+interface Entry {
+  model: string;
+  payload: AdapterPayload;
+  /** epoch ms; absent = no expiry */
+  exp?: number;
+}
+
+/** Models whose rows die with their grant (same set as oidc-provider's memory adapter). */
+const GRANTABLE = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode']);
+
+/** Hard cap so a misbehaving script cannot grow the dev IdP's memory without bound. */
+const MAX_ENTRIES = 50_000;
+
+export class DevIdpStore {
+  readonly #entries = new Map<string, Entry>();
+  readonly #file?: string;
+
+  constructor(file?: string) {
+    this.#file = file;
+    if (file && existsSync(file)) {
+      try {
+        const rows = JSON.parse(readFileSync(file, 'utf8')) as Array<[string, Entry]>;
+        const now = Date.now();
+        for (const [key, entry] of rows) if (entry.exp === undefined || entry.exp > now) this.#entries.set(key, entry);
+      } catch {
+        // A corrupt state file only costs logins and refresh tokens; start empty rather than refuse to boot.
+      }
+    }
+  }
+
+  #live(key: string): Entry | undefined {
+    const e = this.#entries.get(key);
+    if (e && e.exp !== undefined && e.exp <= Date.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+
+  #findBy(model: string, pick: (p: AdapterPayload) => boolean): AdapterPayload | undefined {
+    for (const [key, e] of this.#entries) if (e.model === model && pick(e.payload) && this.#live(key)) return e.payload;
+    return undefined;
+  }
+
+  #persist(): void {
+    const now = Date.now();
+    for (const [key, e] of this.#entries) if (e.exp !== undefined && e.exp <= now) this.#entries.delete(key);
+    while (this.#entries.size > MAX_ENTRIES) this.#entries.delete(this.#entries.keys().next().value as string);
+    if (!this.#file) return;
+    mkdirSync(dirname(this.#file), { recursive: true, mode: 0o700 });
+    const tmp = `${this.#file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify([...this.#entries]), { mode: 0o600 });
+    renameSync(tmp, this.#file);
+  }
+
+  /** The adapter factory oidc-provider's `adapter` option takes. */
+  adapterFor = (model: string): Adapter => {
+    const key = (id: string) => `${model}:${id}`;
+    return {
+      upsert: async (id, payload, expiresIn) => {
+        const exp = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : undefined;
+        this.#entries.delete(key(id)); // re-insert so Map order stays oldest-first for the cap
+        this.#entries.set(key(id), { model, payload, exp });
+        this.#persist();
+      },
+      find: async (id) => this.#live(key(id))?.payload,
+      findByUserCode: async (userCode) => this.#findBy(model, (p) => p.userCode === userCode),
+      findByUid: async (uid) => this.#findBy(model, (p) => p.uid === uid),
+      consume: async (id) => {
+        const e = this.#live(key(id));
+        if (e) {
+          e.payload.consumed = Math.floor(Date.now() / 1000);
+          this.#persist();
+        }
+      },
+      destroy: async (id) => {
+        if (this.#entries.delete(key(id))) this.#persist();
+      },
+      revokeByGrantId: async (grantId) => {
+        let changed = false;
+        for (const [k, e] of this.#entries) {
+          if (GRANTABLE.has(e.model) && e.payload.grantId === grantId) {
+            this.#entries.delete(k);
+            changed = true;
+          }
+        }
+        if (changed) this.#persist();
+      },
+    };
+  };
+}

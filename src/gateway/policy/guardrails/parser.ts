@@ -1,0 +1,115 @@
+/**
+ * The one place that talks to libpg-query (the PostgreSQL 18 parser compiled to WASM).
+ * Everything else works on the JSON parse tree it returns, walked generically: nodes are
+ * `{ TypeName: { ...fields } }`, lists are arrays.
+ */
+import { loadModule, parseSync, parsePlPgSQLSync, scanSync } from 'libpg-query';
+import { Lru } from './lru.ts';
+
+// The parse tree is plain JSON from the WASM parser; the walkers read it generically, so a
+// loose record type is the honest description (the @pgsql/types union would need a cast at
+// every step of a generic walk).
+export type PgNode = Record<string, any>;
+
+export interface RawStmt {
+  stmt: PgNode;
+  /** the statement's own source text (one statement of a multi-statement string) */
+  text: string;
+}
+
+export type ParseOutcome = { ok: true; stmts: RawStmt[] } | { ok: false; error: string };
+
+let loaded: Promise<void> | undefined;
+let ready = false;
+
+/** Loads the WASM parser once; later calls return the same promise. */
+export function initParser(): Promise<void> {
+  loaded ??= loadModule().then(() => {
+    ready = true;
+  });
+  return loaded;
+}
+
+function assertReady(): void {
+  if (!ready) throw new Error('guardrails: call `await initGuardrails()` once before judging SQL');
+}
+
+const parseCache = new Lru<string, ParseOutcome>(2000);
+
+/** Parses `sql` into its statements, each with its own source text. Cached by text. */
+export function parseSql(sql: string): ParseOutcome {
+  const hit = parseCache.get(sql);
+  if (hit) return hit;
+  assertReady();
+  let out: ParseOutcome;
+  try {
+    const tree = parseSync(sql) as unknown as { stmts?: Array<{ stmt: PgNode; stmt_location?: number; stmt_len?: number }> };
+    const stmts = tree.stmts ?? [];
+    out = { ok: true, stmts: stmts.map((s) => ({ stmt: s.stmt, text: sliceStatement(sql, s.stmt_location ?? 0, s.stmt_len ?? 0) })) };
+  } catch (err) {
+    out = { ok: false, error: errorText(err) };
+  }
+  parseCache.set(sql, out);
+  return out;
+}
+
+/** Parses the PL/pgSQL of one `DO` or `CREATE FUNCTION ... LANGUAGE plpgsql` statement. */
+export function parsePlpgsql(stmtText: string): { ok: true; funcs: PgNode[] } | { ok: false; error: string } {
+  assertReady();
+  try {
+    const r = parsePlPgSQLSync(stmtText) as unknown as { plpgsql_funcs?: PgNode[] };
+    return { ok: true, funcs: r.plpgsql_funcs ?? [] };
+  } catch (err) {
+    return { ok: false, error: errorText(err) };
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+// libpg_query reports locations as UTF-8 byte offsets, JavaScript slices UTF-16 units.
+function sliceStatement(sql: string, loc: number, len: number): string {
+  if (/^[\x00-\x7f]*$/.test(sql)) return len > 0 ? sql.slice(loc, loc + len) : sql.slice(loc);
+  const buf = Buffer.from(sql, 'utf8');
+  return buf.subarray(loc, len > 0 ? loc + len : buf.length).toString('utf8');
+}
+
+/**
+ * The text deny_patterns are matched against: comments removed, every run of whitespace or
+ * comments between two tokens collapsed to one space, quoted identifiers decoded (so
+ * `"pg_read_file"` and `U&"pg\005fread_file"` read as pg_read_file), lowercased. Built from
+ * PostgreSQL's own scanner so it splits tokens exactly as the server does. Offsets from the
+ * scanner are byte offsets, so the text is handled as UTF-8 bytes.
+ */
+export function normalizeForPatterns(sql: string): string {
+  assertReady();
+  let tokens;
+  try {
+    tokens = scanSync(sql).tokens;
+  } catch {
+    return sql.replace(/\s+/g, ' ').trim().toLowerCase();
+  }
+  const buf = Buffer.from(sql, 'utf8');
+  const parts: string[] = [];
+  let prevEnd = -1;
+  for (const t of tokens) {
+    if (t.tokenName === 'SQL_COMMENT' || t.tokenName === 'C_COMMENT') continue;
+    if (prevEnd >= 0 && t.start > prevEnd) parts.push(' ');
+    parts.push(decodeIdentifier(buf.subarray(t.start, t.end).toString('utf8')));
+    prevEnd = t.end;
+  }
+  return parts.join('').toLowerCase();
+}
+
+function decodeIdentifier(tok: string): string {
+  if (tok.startsWith('"') && tok.endsWith('"') && tok.length >= 2) return tok.slice(1, -1).replace(/""/g, '"');
+  if (/^u&"/i.test(tok) && tok.endsWith('"')) {
+    return tok.slice(3, -1).replace(/""/g, '"').replace(/\\(\\|\+[0-9a-fA-F]{6}|[0-9a-fA-F]{4})/g, (_m, code: string) => {
+      if (code === '\\') return '\\';
+      const cp = parseInt(code.startsWith('+') ? code.slice(1) : code, 16);
+      return cp <= 0x10ffff ? String.fromCodePoint(cp) : '';
+    });
+  }
+  return tok;
+}

@@ -1,0 +1,80 @@
+/**
+ * The session orchestrator (Teleport lib/srv/db/server.go handleConnection): what every protocol
+ * shares, in order — the lease was checked at the upgrade; here we open the session record and
+ * recorder, register with the lease monitor, create the engine, and from then on any failure goes
+ * through the engine's terminate(). Engines never see leases, tokens or the store.
+ */
+import net from 'node:net';
+import { randomUUID } from 'node:crypto';
+import type { GatewayConfig } from '../config/load.ts';
+import type { ConnectionConfig } from '../config/schema.ts';
+import { getEngine, type EngineContext, type SessionStats } from '../engines/engine.ts';
+import type { Store, Lease } from '../store/store.ts';
+import type { Audit } from '../audit/audit.ts';
+import type { Logger } from '../log.ts';
+import { Recorder } from '../recording/recorder.ts';
+import type { LeaseService } from './leases.ts';
+import { CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
+
+export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; log: Logger }
+
+/** closes the streams this long after asking the engine to say goodbye */
+const GOODBYE_MS = 250;
+
+export function dialTarget(conn: ConnectionConfig, timeoutMs = 10_000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: conn.target.host, port: conn.target.port, allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: 30_000 });
+    const timer = setTimeout(() => s.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+    s.once('connect', () => { clearTimeout(timer); s.removeAllListeners('error'); resolve(s); });
+    s.once('error', (err) => { clearTimeout(timer); reject(new Error(`cannot reach target ${conn.target.host}:${conn.target.port} of connection "${conn.name}": ${(err as NodeJS.ErrnoException).code ?? err.message}`)); });
+  });
+}
+
+export async function runSession(deps: SessionDeps, lease: Lease, conn: ConnectionConfig, groups: string[], stream: WsDuplex): Promise<void> {
+  const { store, audit, leases } = deps;
+  const id = `se_${randomUUID().replaceAll('-', '').slice(0, 20)}`;
+  const log = deps.log.child({ session: id, lease: lease.id, connection: conn.name });
+  const stats: SessionStats = { bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0 };
+  const startedAt = Date.now();
+  await store.createSession({ id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null });
+  audit.emit('session.started', { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id });
+  const recorder = new Recorder(id, store, log);
+  const abort = new AbortController();
+  let closeReason: string | null = null;
+
+  const ctx: EngineContext = {
+    sessionId: id, leaseId: lease.id, user: lease.user, groups, connection: conn, secret: deps.cfg.secrets.get(conn.name) ?? {}, log, stats,
+    dialTarget: () => dialTarget(conn),
+    record: (e) => recorder.record(e),
+    audit: (type, data) => audit.emit(type, { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id, data }),
+    signal: abort.signal,
+  };
+  const engine = (await getEngine(conn.type)).create(ctx);
+
+  const release = leases.hold(lease.id, {
+    close(code, reason) {
+      closeReason ??= reason;
+      abort.abort(reason);
+      try { engine.terminate(reason); } catch (err) { log.warn({ err }, 'engine terminate failed'); }
+      setTimeout(() => stream.closeWith(code, reason), GOODBYE_MS).unref();
+    },
+  });
+
+  try {
+    await engine.handle(stream);
+    closeReason ??= 'client closed';
+  } catch (err) {
+    const msg = (err as Error).message;
+    closeReason ??= msg;
+    log.info({ err: msg }, 'session ended with error');
+    const unreachable = /cannot reach target/.test(msg);
+    try { engine.terminate(msg); } catch { /* best effort */ }
+    stream.closeWith(unreachable ? CloseCode.targetUnreachable : CloseCode.engineError, msg);
+  } finally {
+    release();
+    if (!stream.destroyed) stream.destroy();
+    await recorder.flush();
+    await store.updateSession(id, { endedAt: Date.now(), closeReason, ...stats }).catch((err) => log.error({ err }, 'session update failed'));
+    audit.emit('session.ended', { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id, data: { reason: closeReason, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, durationMs: Date.now() - startedAt } });
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * The embedded store on node:sqlite (WAL mode, versioned migrations). One process owns the file;
+ * run several gateway replicas against a PostgreSQL store instead.
+ */
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { AuditEvent, Lease, LeaseFilter, RecordingEntry, SessionFilter, SessionRow, Store } from './store.ts';
+
+/** Migrations run in order, each once; `schema_version` records the last applied. Never edit a shipped one. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE leases (
+     id TEXT PRIMARY KEY, connection TEXT NOT NULL, user TEXT NOT NULL, groups TEXT NOT NULL,
+     status TEXT NOT NULL, reason TEXT, created_at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL, ended_at INTEGER, ended_by TEXT, end_reason TEXT);
+   CREATE INDEX leases_user ON leases(user, connection, status);
+   CREATE TABLE sessions (
+     id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, user TEXT NOT NULL, connection TEXT NOT NULL, type TEXT NOT NULL,
+     started_at INTEGER NOT NULL, ended_at INTEGER, bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
+     statements INTEGER NOT NULL DEFAULT 0, blocked INTEGER NOT NULL DEFAULT 0, masked INTEGER NOT NULL DEFAULT 0, close_reason TEXT);
+   CREATE INDEX sessions_started ON sessions(started_at);
+   CREATE TABLE audit (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, type TEXT NOT NULL, actor TEXT, connection TEXT,
+     lease_id TEXT, session_id TEXT, data TEXT NOT NULL);
+   CREATE INDEX audit_at ON audit(at);
+   CREATE TABLE recordings (
+     session_id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, event TEXT NOT NULL, hash TEXT NOT NULL,
+     PRIMARY KEY (session_id, seq));
+   -- recordings are append-only: the database itself refuses edits
+   CREATE TRIGGER recordings_no_update BEFORE UPDATE ON recordings BEGIN SELECT RAISE(ABORT, 'recordings are append-only'); END;
+   CREATE TRIGGER recordings_no_delete BEFORE DELETE ON recordings BEGIN SELECT RAISE(ABORT, 'recordings are append-only'); END;`,
+];
+
+type Row = Record<string, unknown>;
+
+const leaseFromRow = (r: Row): Lease => ({
+  id: r.id as string, connection: r.connection as string, user: r.user as string, groups: JSON.parse(r.groups as string),
+  status: r.status as Lease['status'], reason: (r.reason as string) ?? null, createdAt: Number(r.created_at),
+  durationMs: Number(r.duration_ms), expiresAt: Number(r.expires_at), endedAt: r.ended_at == null ? null : Number(r.ended_at),
+  endedBy: (r.ended_by as string) ?? null, endReason: (r.end_reason as string) ?? null,
+});
+const sessionFromRow = (r: Row): SessionRow => ({
+  id: r.id as string, leaseId: r.lease_id as string, user: r.user as string, connection: r.connection as string, type: r.type as string,
+  startedAt: Number(r.started_at), endedAt: r.ended_at == null ? null : Number(r.ended_at), bytesIn: Number(r.bytes_in),
+  bytesOut: Number(r.bytes_out), statements: Number(r.statements), blocked: Number(r.blocked), masked: Number(r.masked),
+  closeReason: (r.close_reason as string) ?? null,
+});
+
+const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at' };
+const SESSION_COLS: Record<string, string> = {
+  leaseId: 'lease_id', user: 'user', connection: 'connection', type: 'type', startedAt: 'started_at', endedAt: 'ended_at',
+  bytesIn: 'bytes_in', bytesOut: 'bytes_out', statements: 'statements', blocked: 'blocked', masked: 'masked', closeReason: 'close_reason',
+};
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
+  readonly #db: DatabaseSync;
+  readonly #stmts = new Map<string, StatementSync>();
+
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    this.#db = new DatabaseSync(file);
+    this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    this.#db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+    const row = this.#db.prepare('SELECT version FROM schema_version').get() as Row | undefined;
+    let version = row ? Number(row.version) : 0;
+    if (!row) this.#db.exec('INSERT INTO schema_version VALUES (0)');
+    if (version > MIGRATIONS.length) throw new Error(`store schema version ${version} is newer than this hoopctl (${MIGRATIONS.length}); upgrade hoopctl`);
+    for (; version < MIGRATIONS.length; version++) {
+      this.#db.exec('BEGIN');
+      try {
+        this.#db.exec(MIGRATIONS[version]);
+        this.#db.prepare('UPDATE schema_version SET version = ?').run(version + 1);
+        this.#db.exec('COMMIT');
+      } catch (err) {
+        this.#db.exec('ROLLBACK');
+        throw err;
+      }
+    }
+  }
+
+  #q(sql: string): StatementSync {
+    let s = this.#stmts.get(sql);
+    if (!s) this.#stmts.set(sql, (s = this.#db.prepare(sql)));
+    return s;
+  }
+
+  #patch(table: string, cols: Record<string, string>, id: string, patch: Record<string, unknown>): void {
+    const keys = Object.keys(patch).filter((k) => patch[k] !== undefined);
+    if (!keys.length) return;
+    const sql = `UPDATE ${table} SET ${keys.map((k) => `${cols[k]} = ?`).join(', ')} WHERE id = ?`;
+    this.#q(sql).run(...keys.map((k) => patch[k] as string | number | null), id);
+  }
+
+  async createLease(l: Lease): Promise<void> {
+    this.#q(`INSERT INTO leases (id, connection, user, groups, status, reason, created_at, duration_ms, expires_at, ended_at, ended_by, end_reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(l.id, l.connection, l.user, JSON.stringify(l.groups), l.status, l.reason, l.createdAt, l.durationMs, l.expiresAt, l.endedAt, l.endedBy, l.endReason);
+  }
+  async getLease(id: string): Promise<Lease | undefined> {
+    const r = this.#q('SELECT * FROM leases WHERE id = ?').get(id) as Row | undefined;
+    return r && leaseFromRow(r);
+  }
+  async listLeases(f: LeaseFilter = {}): Promise<Lease[]> {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (f.user) { where.push('user = ?'); args.push(f.user); }
+    if (f.activeOnly) { where.push("status IN ('active','pending')"); }
+    const rows = this.#q(`SELECT * FROM leases ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 1000`).all(...args) as Row[];
+    return rows.map(leaseFromRow);
+  }
+  async findActiveLease(user: string, connection: string, now: number): Promise<Lease | undefined> {
+    const r = this.#q(`SELECT * FROM leases WHERE user = ? AND connection = ? AND status = 'active' AND expires_at > ? ORDER BY expires_at DESC LIMIT 1`)
+      .get(user, connection, now) as Row | undefined;
+    return r && leaseFromRow(r);
+  }
+  async updateLease(id: string, patch: Parameters<Store['updateLease']>[1]): Promise<void> {
+    this.#patch('leases', LEASE_COLS, id, patch);
+  }
+
+  async createSession(s: SessionRow): Promise<void> {
+    this.#q(`INSERT INTO sessions (id, lease_id, user, connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(s.id, s.leaseId, s.user, s.connection, s.type, s.startedAt, s.endedAt, s.bytesIn, s.bytesOut, s.statements, s.blocked, s.masked, s.closeReason);
+  }
+  async updateSession(id: string, patch: Partial<Omit<SessionRow, 'id'>>): Promise<void> {
+    this.#patch('sessions', SESSION_COLS, id, patch);
+  }
+  async getSession(id: string): Promise<SessionRow | undefined> {
+    const r = this.#q('SELECT * FROM sessions WHERE id = ?').get(id) as Row | undefined;
+    return r && sessionFromRow(r);
+  }
+  async listSessions(f: SessionFilter = {}): Promise<SessionRow[]> {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (f.user) { where.push('user = ?'); args.push(f.user); }
+    if (f.connection) { where.push('connection = ?'); args.push(f.connection); }
+    if (f.leaseId) { where.push('lease_id = ?'); args.push(f.leaseId); }
+    if (f.since !== undefined) { where.push('started_at >= ?'); args.push(f.since); }
+    const rows = this.#q(`SELECT * FROM sessions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC LIMIT 1000`).all(...args) as Row[];
+    return rows.map(sessionFromRow);
+  }
+
+  async appendAudit(e: AuditEvent): Promise<void> {
+    this.#q('INSERT INTO audit (at, type, actor, connection, lease_id, session_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(e.at, e.type, e.actor, e.connection, e.leaseId, e.sessionId, JSON.stringify(e.data));
+  }
+  async listAudit(f: { since?: number; limit?: number } = {}): Promise<AuditEvent[]> {
+    const rows = this.#q('SELECT * FROM audit WHERE at >= ? ORDER BY id ASC LIMIT ?').all(f.since ?? 0, f.limit ?? 10_000) as Row[];
+    return rows.map((r) => ({
+      id: Number(r.id), at: Number(r.at), type: r.type as string, actor: (r.actor as string) ?? null, connection: (r.connection as string) ?? null,
+      leaseId: (r.lease_id as string) ?? null, sessionId: (r.session_id as string) ?? null, data: JSON.parse(r.data as string),
+    }));
+  }
+
+  async appendRecording(entries: RecordingEntry[]): Promise<void> {
+    if (!entries.length) return;
+    const ins = this.#q('INSERT INTO recordings (session_id, seq, at, event, hash) VALUES (?, ?, ?, ?, ?)');
+    this.#db.exec('BEGIN');
+    try {
+      for (const e of entries) ins.run(e.sessionId, e.seq, e.at, e.event, e.hash);
+      this.#db.exec('COMMIT');
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+  async readRecording(sessionId: string): Promise<RecordingEntry[]> {
+    const rows = this.#q('SELECT * FROM recordings WHERE session_id = ? ORDER BY seq').all(sessionId) as Row[];
+    return rows.map((r) => ({ sessionId: r.session_id as string, seq: Number(r.seq), at: Number(r.at), event: r.event as string, hash: r.hash as string }));
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    const r = this.#q('SELECT value FROM meta WHERE key = ?').get(key) as Row | undefined;
+    return r?.value as string | undefined;
+  }
+  async setMeta(key: string, value: string): Promise<void> {
+    this.#q('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  async close(): Promise<void> {
+    this.#stmts.clear();
+    this.#db.close();
+  }
+}
+
+export async function openStore(url: string, baseDir: string): Promise<Store> {
+  if (url.startsWith('sqlite:')) {
+    const p = url.slice('sqlite:'.length);
+    const { resolve } = await import('node:path');
+    return new SqliteStore(p === ':memory:' ? p : resolve(baseDir, p));
+  }
+  throw new Error('the PostgreSQL store (store: postgres://...) is not implemented yet; use store: sqlite:<path>');
+}

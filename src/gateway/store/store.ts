@@ -1,0 +1,87 @@
+/**
+ * The Store interface: everything the gateway persists. The embedded implementation is
+ * node:sqlite (sqlite-store.ts); a PostgreSQL implementation for several replicas can implement
+ * the same interface (async on purpose, though SQLite answers synchronously).
+ */
+
+export type LeaseStatus = 'pending' | 'active' | 'revoked' | 'expired' | 'rejected';
+
+export interface Lease {
+  id: string;
+  connection: string;
+  user: string;
+  groups: string[];
+  status: LeaseStatus;
+  reason: string | null;
+  createdAt: number;      // ms since epoch
+  durationMs: number;
+  expiresAt: number;      // for pending leases: when the review times out
+  endedAt: number | null;
+  endedBy: string | null;
+  endReason: string | null;
+}
+
+export interface SessionRow {
+  id: string;
+  leaseId: string;
+  user: string;
+  connection: string;
+  type: string;
+  startedAt: number;
+  endedAt: number | null;
+  bytesIn: number;
+  bytesOut: number;
+  statements: number;
+  blocked: number;
+  masked: number;
+  closeReason: string | null;
+}
+
+export interface AuditEvent {
+  id?: number;
+  at: number;
+  type: string;           // noun.verb, past tense: lease.created, query.blocked, ...
+  actor: string | null;
+  connection: string | null;
+  leaseId: string | null;
+  sessionId: string | null;
+  data: Record<string, unknown>;
+}
+
+export interface RecordingEntry {
+  sessionId: string;
+  seq: number;
+  at: number;
+  event: string;          // JSON of the RecordEvent
+  hash: string;           // hex sha256 chained over the previous entry's hash
+}
+
+export interface LeaseFilter { user?: string; activeOnly?: boolean }
+export interface SessionFilter { user?: string; connection?: string; since?: number; leaseId?: string }
+
+export interface Store {
+  readonly kind: string;
+  createLease(lease: Lease): Promise<void>;
+  getLease(id: string): Promise<Lease | undefined>;
+  listLeases(filter?: LeaseFilter): Promise<Lease[]>;
+  /** an active, unexpired lease of this user on this connection (newest first) */
+  findActiveLease(user: string, connection: string, now: number): Promise<Lease | undefined>;
+  updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt'>>): Promise<void>;
+
+  createSession(s: SessionRow): Promise<void>;
+  updateSession(id: string, patch: Partial<Omit<SessionRow, 'id'>>): Promise<void>;
+  getSession(id: string): Promise<SessionRow | undefined>;
+  listSessions(filter?: SessionFilter): Promise<SessionRow[]>;
+
+  appendAudit(e: AuditEvent): Promise<void>;
+  listAudit(filter?: { since?: number; limit?: number }): Promise<AuditEvent[]>;
+
+  appendRecording(entries: RecordingEntry[]): Promise<void>;
+  readRecording(sessionId: string): Promise<RecordingEntry[]>;
+
+  /** a small key/value area for gateway secrets (tunnel-token key) and settings */
+  getMeta(key: string): Promise<string | undefined>;
+  setMeta(key: string, value: string): Promise<void>;
+
+  close(): Promise<void>;
+}

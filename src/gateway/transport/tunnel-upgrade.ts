@@ -1,0 +1,81 @@
+/**
+ * WebSocket upgrades on `/tunnel/<connection>`: the tunnel token is checked BEFORE the handshake
+ * completes (a refused upgrade gets a plain HTTP status and a JSON reason the CLI prints), then
+ * one WebSocket carries one client TCP connection into a session.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { AccessDenied, NotFound, AuthError, toHoopError } from '../../errors.ts';
+import { wsDuplex, CloseCode } from '../../shared/ws-duplex.ts';
+import { bearer } from '../api.ts';
+import type { TunnelTokens } from '../session/tunnel-token.ts';
+import { runSession, type SessionDeps } from '../session/run-session.ts';
+
+/** a single frame larger than this closes the tunnel with 1009 (ws maxPayload) */
+export const MAX_FRAME = 4 * 1024 * 1024;
+const PING_MS = 20_000;
+
+export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTokens }) {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, clientTracking: true });
+
+  // keepalive: ping every tunnel so idle tunnels survive proxies; a peer that misses two pings is gone
+  const alive = new WeakMap<WebSocket, boolean>();
+  const pinger = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (alive.get(ws) === false) { ws.terminate(); continue; }
+      alive.set(ws, false);
+      ws.ping();
+    }
+  }, PING_MS);
+  pinger.unref();
+
+  function refuse(socket: Duplex, err: unknown): void {
+    const e = toHoopError(err);
+    const body = JSON.stringify(e.toJSON());
+    const reason = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' }[e.status] ?? 'Error';
+    socket.end(`HTTP/1.1 ${e.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => {});
+    try {
+      const url = new URL(req.url ?? '/', 'http://gateway');
+      const name = decodeURIComponent(url.pathname.slice('/tunnel/'.length));
+      const conn = deps.cfg.connections.find((c) => c.name === name);
+      if (!conn) throw new NotFound(`unknown connection "${name}"`);
+      const claims = await deps.tunnelTokens.verify(bearer(req), name);
+      const lease = deps.leases.activeLease(claims.leaseId);
+      if (!lease) {
+        const stored = await deps.store.getLease(claims.leaseId);
+        throw new AccessDenied(`lease ${claims.leaseId} is ${stored?.status === 'active' ? 'expired' : stored?.status ?? 'unknown'}`, { code: 'lease_not_active' });
+      }
+      if (lease.user !== claims.user) throw new AuthError('tunnel_token_invalid', 'tunnel token does not belong to the lease owner');
+      if (lease.connection !== name) throw new AccessDenied(`lease ${lease.id} is for connection "${lease.connection}"`, { code: 'tunnel_token_wrong_connection' });
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        alive.set(ws, true);
+        ws.on('pong', () => alive.set(ws, true));
+        (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
+        const stream = wsDuplex(ws);
+        runSession(deps, lease, conn, lease.groups, stream).catch((err) => {
+          deps.log.error({ err }, 'session failed');
+          stream.closeWith(CloseCode.engineError, 'gateway error');
+        });
+      });
+    } catch (err) {
+      refuse(socket, err);
+    }
+  }
+
+  return {
+    upgrade,
+    closeAll(code: number, reason: string) {
+      for (const ws of wss.clients) ws.close(code, reason);
+    },
+    close() {
+      clearInterval(pinger);
+      for (const ws of wss.clients) ws.terminate();
+      wss.close();
+    },
+  };
+}
