@@ -7,8 +7,8 @@
  *   enter code → confirm (or deny) → username/password → success
  */
 
-interface Page { url: string; status: number; html: string }
-interface Form { id?: string; action: string; fields: Map<string, string> }
+export interface Page { url: string; status: number; html: string }
+export interface Form { id?: string; action: string; fields: Map<string, string> }
 
 function decodeEntities(s: string): string {
   return s.replace(/&(#x[0-9a-f]+|#\d+|amp|lt|gt|quot|#39|apos);/gi, (_, e: string) => {
@@ -42,16 +42,17 @@ function parseForms(html: string, base: string): Form[] {
   return forms;
 }
 
-function pageName(html: string): string | undefined {
+export function pageName(html: string): string | undefined {
   return /<body\b[^>]*\bdata-page="([^"]+)"/i.exec(html)?.[1];
 }
 
-function pageError(html: string): string {
+export function pageError(html: string): string {
   const m = /<p class="err"[^>]*>([\s\S]*?)<\/p>/i.exec(html);
   return m ? decodeEntities(m[1]) : (/<title>([\s\S]*?)<\/title>/i.exec(html)?.[1] ?? 'unknown page');
 }
 
-class Browser {
+/** A cookie-keeping, redirect-following form submitter; exported for tests that need single steps. */
+export class Browser {
   readonly #jar = new Map<string, string>();
 
   #keep(res: Response): void {
@@ -99,7 +100,7 @@ class Browser {
   }
 }
 
-function expectPage(page: Page, name: string, step: string): void {
+export function expectPage(page: Page, name: string, step: string): void {
   const got = pageName(page.html);
   if (got !== name) throw new Error(`device flow: ${step}: expected the "${name}" page, got "${got ?? 'unknown'}" (HTTP ${page.status}): ${pageError(page.html)}`);
 }
@@ -116,6 +117,18 @@ export async function completeDeviceFlow(
   opts: { deny?: boolean } = {},
 ): Promise<void> {
   const browser = new Browser();
+  let page = await openLoginPage(browser, verificationUriComplete, opts);
+  if (!page) return;
+  page = await browser.submit(page, (f) => f.id === 'login', { username, password, action: 'login' });
+  expectPage(page, 'success', `sign in as ${username}`);
+}
+
+/** Steps up to the login page (returned), or through Deny (returns undefined). */
+export async function openLoginPage(
+  browser: Browser,
+  verificationUriComplete: string | { uri: string; userCode: string },
+  opts: { deny?: boolean } = {},
+): Promise<Page | undefined> {
   let page: Page;
   if (typeof verificationUriComplete === 'string') {
     // oidc-provider answers verification_uri_complete with a self-submitting form (a script
@@ -132,10 +145,9 @@ export async function completeDeviceFlow(
   if (opts.deny) {
     page = await browser.submit(page, (f) => f.id === 'op.deviceConfirmForm', { abort: 'yes' });
     expectPage(page, 'denied', 'deny');
-    return;
+    return undefined;
   }
   page = await browser.submit(page, (f) => f.id === 'op.deviceConfirmForm');
   expectPage(page, 'login', 'confirm');
-  page = await browser.submit(page, (f) => f.id === 'login', { username, password, action: 'login' });
-  expectPage(page, 'success', `sign in as ${username}`);
+  return page;
 }

@@ -62,8 +62,9 @@ export const ALLOWED_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512
 
 const LOGIN_HINT = 'run `hoopctl login` (CI: `hoopctl login --client-credentials`)';
 
-function fail(code: string, message: string, cause?: unknown): AuthError {
-  return new AuthError(code, message, { cause, hint: LOGIN_HINT });
+/** `hint` is what the CLI appends; messages that already say what to do carry none. */
+function fail(code: string, message: string, cause?: unknown, hint: string | null = LOGIN_HINT): AuthError {
+  return new AuthError(code, message, { cause, hint: hint ?? undefined });
 }
 
 function unreachable(message: string, cause?: unknown): AuthError {
@@ -78,6 +79,12 @@ export function readGroups(claims: Record<string, unknown>, claim: string): stri
   if (Array.isArray(v)) return v.filter((g): g is string => typeof g === 'string' && g.length > 0);
   if (typeof v === 'string') return v.split(/[\s,]+/).filter(Boolean);
   return [];
+}
+
+/** Claims echoed into messages come from an unverified token: quote them and keep them short. */
+function show(v: unknown): string {
+  const j = JSON.stringify(v ?? null);
+  return j.length > 120 ? `${j.slice(0, 117)}...` : j;
 }
 
 function isoFromEpoch(s: unknown): string {
@@ -140,16 +147,16 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
 
   function classify(err: unknown, payload: JWTPayload, kid: unknown): AuthError {
     if (err instanceof AuthError) return err;
-    if (err instanceof joseErrors.JWTExpired) return fail('token_expired', `access token expired at ${isoFromEpoch(payload.exp)} — ${LOGIN_HINT}`, err);
+    if (err instanceof joseErrors.JWTExpired) return fail('token_expired', `access token expired at ${isoFromEpoch(payload.exp)} — ${LOGIN_HINT}`, err, null);
     if (err instanceof joseErrors.JWTClaimValidationFailed) {
-      if (err.claim === 'aud') return fail('token_wrong_audience', `access token is for ${JSON.stringify(payload.aud)}, not this gateway (${audience}); check auth.audience and the IdP's audience for this client`, err);
-      if (err.claim === 'iss') return fail('token_wrong_issuer', `access token was issued by ${JSON.stringify(payload.iss)}, this gateway trusts ${issuer}`, err);
+      if (err.claim === 'aud') return fail('token_wrong_audience', `access token is for ${show(payload.aud)}, not this gateway (${audience}); check auth.audience and the IdP's audience for this client`, err);
+      if (err.claim === 'iss') return fail('token_wrong_issuer', `access token was issued by ${show(payload.iss)}, this gateway trusts ${issuer}`, err);
       if (err.claim === 'nbf') return fail('token_not_yet_valid', `access token is not valid before ${isoFromEpoch(payload.nbf)} (check the clocks)`, err);
       if (err.reason === 'missing') return fail('token_malformed', `access token has no "${err.claim}" claim`, err);
       return fail('token_malformed', `access token claim "${err.claim}" is invalid: ${err.message}`, err);
     }
     if (err instanceof joseErrors.JWSSignatureVerificationFailed) return fail('token_invalid_signature', 'access token signature is invalid (forged or altered token)', err);
-    if (err instanceof joseErrors.JWKSNoMatchingKey) return fail('token_invalid_signature', `access token is signed with a key ${issuer} does not publish (kid ${JSON.stringify(kid ?? null)})`, err);
+    if (err instanceof joseErrors.JWKSNoMatchingKey) return fail('token_invalid_signature', `access token is signed with a key ${issuer} does not publish (kid ${show(kid)})`, err);
     if (err instanceof joseErrors.JOSEAlgNotAllowed || err instanceof joseErrors.JOSENotSupported) return fail('token_alg_not_allowed', `access token algorithm is not allowed: ${err.message}`, err);
     if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid) return unreachable(`cannot load the identity provider's signing keys: ${err.message}`, err);
     if (err instanceof joseErrors.JOSEError) return fail('token_malformed', `access token is malformed: ${err.message}`, err);
@@ -164,7 +171,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   return {
     async verify(raw: string): Promise<Identity> {
       const t = (raw ?? '').trim();
-      if (!t) throw fail('token_missing', `no access token — ${LOGIN_HINT}`);
+      if (!t) throw fail('token_missing', `no access token — ${LOGIN_HINT}`, undefined, null);
 
       const hit = cache.get(t);
       if (hit) {
@@ -186,8 +193,8 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
         throw fail('token_malformed', `access token is not a valid JWT: ${(err as Error).message}`, err);
       }
       if (typeof header.alg !== 'string' || !ALLOWED_ALGS.includes(header.alg))
-        throw fail('token_alg_not_allowed', `access token algorithm ${JSON.stringify(header.alg ?? null)} is not allowed (only ${ALLOWED_ALGS.join(', ')})`);
-      if (payload.iss !== issuer) throw fail('token_wrong_issuer', `access token was issued by ${JSON.stringify(payload.iss ?? null)}, this gateway trusts ${issuer}`);
+        throw fail('token_alg_not_allowed', `access token algorithm ${show(header.alg)} is not allowed (only ${ALLOWED_ALGS.join(', ')})`);
+      if (payload.iss !== issuer) throw fail('token_wrong_issuer', `access token was issued by ${show(payload.iss)}, this gateway trusts ${issuer}`);
 
       let verified: JWTPayload;
       try {

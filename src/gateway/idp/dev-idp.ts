@@ -160,10 +160,20 @@ export async function createDevIdp(cfg: GatewayConfig, opts: DevIdpOptions = {})
         enabled: true,
         charset: 'base-20',
         mask: '****-****',
+        // oidc-provider denies a device login that requested no scope at all ("no scope was
+        // granted"). deviceInfo is the one hook that runs at device authorization after the
+        // parameters are checked and before they are stored, so a scope-less request gets the
+        // CLI's usual scopes here instead of a baffling denial after the user signed in.
+        deviceInfo: (ctx: KoaContextWithOIDC) => {
+          if (!ctx.oidc.params.scope) ctx.oidc.params.scope = OIDC_SCOPES;
+          return { ip: ctx.ip, ua: ctx.get('user-agent') };
+        },
         userCodeInputSource: async (ctx: KoaContextWithOIDC, form: string, _out: unknown, err?: Error & { userCode?: string }) => {
           ctx.type = 'html';
           if (err?.name === 'AbortedError') {
-            ctx.body = views.deniedPage();
+            // With a cause the IdP itself refused (not the user pressing Deny); say why.
+            const cause = (err.cause as { error_description?: string } | undefined)?.error_description;
+            ctx.body = views.deniedPage(cause);
             return;
           }
           const message = !err ? undefined

@@ -59,8 +59,9 @@ export function successPage(): string {
   return layout('success', 'Signed in', '<p>You are signed in. Return to your terminal; you can close this page.</p>');
 }
 
-export function deniedPage(): string {
-  return layout('denied', 'Sign-in denied', '<p>The request was denied. Your terminal will report that access was denied; you can close this page.</p>');
+export function deniedPage(reason?: string): string {
+  return layout('denied', 'Sign-in denied',
+    `${reason ? `<p class="err" role="alert">${esc(reason)}</p>` : ''}<p>The request was denied. Your terminal will report that access was denied; you can close this page.</p>`);
 }
 
 export function errorPage(title: string, message: string): string {

@@ -1,0 +1,84 @@
+/**
+ * Binds the pure policy modules (guardrails, masking) to one connection's config. Compiled once
+ * per connection config and shared by all its sessions; the policy modules are imported only
+ * when a connection uses them, so a plain relay never loads the SQL parser.
+ */
+import type { ConnectionConfig } from '../../config/schema.ts';
+
+export type Verdict = { action: 'allow' } | { action: 'deny' | 'review'; rule: string; message: string };
+export type Derivation = Array<'masked' | 'plain' | 'unknown'>;
+
+/** Masking bound to one connection's rules. */
+export interface MaskFns {
+  /** there are column rules (not only detectors) */
+  readonly columnRules: boolean;
+  /** there are content detectors */
+  readonly detectors: boolean;
+  columnMatches(name: string): boolean;
+  /** replacement for a whole masked value; null = send SQL NULL (non-text types) */
+  wholeValue(value: string, typeOid: number): string | null;
+  /** detectors on one value; the same string instance when nothing matched */
+  content(value: string): string;
+  text(text: string): string;
+  copyLine(line: string, columnsMasked: boolean[] | null): string;
+}
+
+export interface Policy {
+  /** one judge per client connection (the guardrail session keeps its own cache) */
+  newJudge(): ((sql: string) => Verdict) | null;
+  mask: MaskFns | null;
+  /** per output column of the statement's last result: derived from a masked column or not */
+  derive(sql: string): Derivation | null;
+}
+
+const compiled = new WeakMap<ConnectionConfig, Promise<Policy>>();
+
+export function loadPolicy(conn: ConnectionConfig): Promise<Policy> {
+  let p = compiled.get(conn);
+  if (!p) {
+    p = compile(conn);
+    compiled.set(conn, p);
+    p.catch(() => compiled.delete(conn));
+  }
+  return p;
+}
+
+async function compile(conn: ConnectionConfig): Promise<Policy> {
+  const g = conn.guardrails;
+  const hasGuardrails = !!g && (g.deny.length > 0 || g.review.length > 0 || g.deny_patterns.length > 0);
+  const mcfg = conn.masking;
+  let mask: MaskFns | null = null;
+  if (mcfg && (mcfg.columns.length > 0 || mcfg.detectors.length > 0)) {
+    const masking = await import('../../policy/masking/index.ts');
+    const m = masking.compileMasking(mcfg);
+    if (m.active) {
+      mask = {
+        columnRules: mcfg.columns.length > 0,
+        detectors: mcfg.detectors.length > 0,
+        columnMatches: (name) => masking.columnMatches(m, name),
+        wholeValue: (value, typeOid) => masking.maskWholeValue(value, typeOid),
+        content: (value) => masking.maskContent(m, value),
+        text: (text) => masking.maskText(m, text),
+        copyLine: (line, cols) => masking.maskCopyLine(m, line, cols),
+      };
+    }
+  }
+  let newJudge: Policy['newJudge'] = () => null;
+  let derive: Policy['derive'] = () => null;
+  if (hasGuardrails || mask?.columnRules) {
+    const guardrails = await import('../../policy/guardrails/index.ts');
+    await guardrails.initGuardrails();
+    if (hasGuardrails) {
+      const rules = guardrails.compileGuardrails(g);
+      newJudge = () => {
+        const session = new guardrails.GuardrailSession(rules);
+        return (sql) => session.judge(sql) as Verdict;
+      };
+    }
+    if (mask?.columnRules) {
+      const isMasked = mask.columnMatches;
+      derive = (sql) => guardrails.outputDerivation(sql, isMasked) as Derivation | null;
+    }
+  }
+  return { newJudge, mask, derive };
+}

@@ -1,0 +1,931 @@
+/**
+ * The PostgreSQL engine: speaks the v3 protocol to the client and to the target and applies
+ * policy in the data path (see README.md beside this file for the handshake diagram).
+ *
+ *   client ──► clientFramer ──► onClientMessage ──(judge: allow/deny/review)──► targetOut ──► target
+ *   client ◄── clientOut ◄── onTargetMessage (mask, record) ◄── targetFramer ◄──────────────── target
+ *
+ * Every client message that the server answers is queued as an `Op`, so each backend message is
+ * attributed to the request it answers (which statement's rows, which Describe, where an error
+ * ends an extended-protocol batch). Answers the gateway makes itself (a blocked statement's
+ * ErrorResponse, ReadyForQuery for a swallowed Sync) are queued as synthetic ops and go out in
+ * their turn, so the client always sees responses in request order.
+ *
+ * Hot path: each read chunk is framed without copying, messages that pass unchanged are written
+ * as ranges of the chunk they came in (one write per chunk), statement texts are judged once
+ * (the guardrail session caches by text) and RowDescriptions are parsed only when masking or the
+ * recording needs them. Promises appear only off the hot path: login, catalog lookups, reviews.
+ */
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { Parser } from 'pg-protocol/dist/parser.js';
+import type { BackendMessage, CopyResponse, Field, RowDescriptionMessage } from 'pg-protocol/dist/messages.js';
+import type { Engine, EngineContext, EngineFactory } from '../engine.ts';
+import { MessageFramer, ProtocolError } from './framer.ts';
+import {
+  B, F, authenticationOk, backendKeyData, cancelRequest, describeStatement, errorField, errorResponse,
+  negotiateProtocolVersion, parameterStatus, parseBind, parseErrorFields, parseExecute, parseParse, parseQuery,
+  parseStartupPacket, parseTargetRef, readyForQuery, sslNo, terminateMessage,
+} from './messages.ts';
+import { Outbox } from './outbox.ts';
+import { loginToTarget, TargetLoginError, type TargetSession } from './target-login.ts';
+import { lookupBackend, registerBackend } from './cancel-registry.ts';
+import { loadPolicy, type Derivation, type Policy, type Verdict } from './policy.ts';
+import { Catalog } from './catalog.ts';
+import { buildShape, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
+
+/** largest message accepted from a client (CopyData chunks, Bind with big parameters) */
+export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
+/** the server's own allocation limit for one value is 1 GiB */
+const MAX_TARGET_MESSAGE = 1024 * 1024 * 1024;
+
+/** startup parameters passed on to the target; anything else (options, replication, ...) is dropped */
+const FORWARDED_PARAMS = new Set(['application_name', 'client_encoding', 'datestyle', 'timezone', 'intervalstyle', 'extra_float_digits', 'search_path']);
+
+interface StmtInfo {
+  text: string;
+  /** RowDescription of the statement (Describe 'S'); null until known, [] for NoData */
+  fields: Field[] | null;
+  shape: ResultShape | null;
+}
+
+interface PortalInfo {
+  stmt: StmtInfo;
+  formats: number[];
+  params: Array<string | null>;
+  fields: Field[] | null;
+  shape: ResultShape | null;
+}
+
+/** Per-statement result state: the rows of one SELECT inside a simple query, or of one Execute. */
+interface Result {
+  /** raw RowDescription (parsed lazily) */
+  tBuf: Buffer | null;
+  tStart: number;
+  tEnd: number;
+  fields: Field[] | null;
+  shape: ResultShape | null;
+  formats: number[] | undefined;
+  rows: number;
+  rec: Array<Array<string | null>> | null;
+  truncated: boolean;
+  // COPY TO STDOUT
+  copyMasked: boolean[] | null;
+  copyRefused: boolean;
+}
+
+type OpKind = 'simple' | 'function' | 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'synthetic';
+
+interface Op {
+  kind: OpKind;
+  text: string;
+  t0: number;
+  rows: number;
+  tag: string;
+  error: string | null;
+  res: Result | null;
+  stmt: StmtInfo | null;
+  portal: PortalInfo | null;
+  describe: 'S' | 'P' | null;
+  injected: boolean;
+  bytes: Buffer | null;
+  ready: boolean;
+}
+
+function newOp(kind: OpKind): Op {
+  return { kind, text: '', t0: 0, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
+}
+
+function newResult(): Result {
+  return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyRefused: false };
+}
+
+const COPY_RELATION = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout\b/i;
+
+type Phase = 'startup' | 'login' | 'ready' | 'closed';
+
+class PostgresEngine implements Engine {
+  private readonly ctx: EngineContext;
+  private client: Duplex | null = null;
+  private target: Socket | null = null;
+  private phase: Phase = 'startup';
+  private readonly clientFramer: MessageFramer;
+  private targetFramer: MessageFramer | null = null;
+  private readonly clientOut = new Outbox();
+  private readonly targetOut = new Outbox();
+  private readonly parser = new Parser();
+  private parsed: BackendMessage | null = null;
+  private readonly onParsed = (m: BackendMessage) => { this.parsed = m; };
+
+  private policy: Policy | null = null;
+  private judge: ((sql: string) => Verdict) | null = null;
+  private catalog: Catalog | null = null;
+  private readonly derivations = new Map<string, Derivation | null>();
+
+  private readonly ops: Op[] = [];
+  private readonly stmts = new Map<string, StmtInfo>();
+  private readonly portals = new Map<string, PortalInfo>();
+  private txStatus = 0x49; // I
+  /** after a blocked extended-protocol message: drop client messages until Sync */
+  private discarding = false;
+  /** an extended-protocol message went to the target since the last Sync */
+  private batchOpen = false;
+  private sawFatal = false;
+  private recordResults: boolean;
+  private readonly maxRowsPerStatement: number;
+  private sessionRowsLeft: number;
+  private readonly maskCounter = { masked: 0 };
+
+  private clientHeld = { login: false, review: false, drain: false };
+  private targetHeld = { lookup: false, drain: false };
+  private releaseKey: (() => void) | null = null;
+  private done: (() => void) | null = null;
+  private closed = false;
+
+  constructor(ctx: EngineContext) {
+    this.ctx = ctx;
+    this.clientFramer = new MessageFramer((c, b, s, e) => this.onClientMessage(c, b, s, e), { untagged: true, maxMessageSize: MAX_CLIENT_MESSAGE });
+    const rec = ctx.connection.recording;
+    this.recordResults = rec.results;
+    this.maxRowsPerStatement = rec.max_rows_per_statement;
+    this.sessionRowsLeft = rec.max_rows_per_session;
+  }
+
+  handle(client: Duplex): Promise<void> {
+    this.client = client;
+    return new Promise<void>((resolve) => {
+      this.done = resolve;
+      client.on('data', (chunk: Buffer) => this.onClientData(chunk));
+      client.on('end', () => this.close());
+      client.on('close', () => this.close());
+      client.on('error', (err) => { this.ctx.log.debug({ err: err.message }, 'client stream error'); this.close(); });
+      client.on('drain', () => { this.clientHeld.drain = false; this.resumeTarget(); });
+    });
+  }
+
+  terminate(reason: string): void {
+    if (this.closed || !this.client) return;
+    this.clientOut.push(errorResponse('FATAL', '57P01', reason || 'terminating connection'));
+    this.flushClient();
+    this.close();
+  }
+
+  // ---------------------------------------------------------------- client → target
+
+  private onClientData(chunk: Buffer): void {
+    if (this.closed) return;
+    if (this.phase === 'ready') this.ctx.stats.bytesIn += chunk.length;
+    try {
+      this.clientFramer.push(chunk);
+    } catch (err) {
+      this.clientProtocolError(err);
+      return;
+    }
+    this.flushTarget();
+    this.flushClient();
+  }
+
+  private clientProtocolError(err: unknown): void {
+    const msg = err instanceof ProtocolError || err instanceof RangeError ? err.message : String((err as Error)?.message ?? err);
+    if (!(err instanceof ProtocolError) && !(err instanceof RangeError)) this.ctx.log.warn({ err }, 'postgres engine error on client message');
+    this.clientOut.clear();
+    this.clientOut.push(errorResponse('FATAL', '08P01', `invalid frontend message: ${msg}`));
+    this.flushClient();
+    this.close();
+  }
+
+  private onClientMessage(code: number, buf: Buffer, start: number, end: number): void {
+    if (this.phase !== 'ready') { this.onStartupPacket(code, buf, start, end); return; }
+    if (this.discarding) {
+      if (code === F.Sync) { this.discarding = false; this.answerSync(buf, start, end); }
+      else if (code === F.Terminate) this.close();
+      return;
+    }
+    switch (code) {
+      case F.Query: this.onQuery(buf, start, end); return;
+      case F.Parse: this.onParse(buf, start, end); return;
+      case F.Bind: this.onBind(buf, start, end); return;
+      case F.Describe: {
+        const ref = parseTargetRef(buf, start, end);
+        const op = newOp('describe');
+        op.describe = ref.kind;
+        if (ref.kind === 'S') op.stmt = this.stmt(ref.name);
+        else op.portal = this.portals.get(ref.name) ?? null;
+        this.ops.push(op);
+        this.forwardExtended(buf, start, end);
+        return;
+      }
+      case F.Execute: this.onExecute(buf, start, end); return;
+      case F.Close: {
+        const ref = parseTargetRef(buf, start, end);
+        if (ref.kind === 'S') this.stmts.delete(ref.name); else this.portals.delete(ref.name);
+        this.ops.push(newOp('close'));
+        this.forwardExtended(buf, start, end);
+        return;
+      }
+      case F.Sync: this.answerSync(buf, start, end); return;
+      case F.Flush: this.forward(buf, start, end); return;
+      case F.FunctionCall:
+        if (this.judge) {
+          // a fast-path function call carries no SQL to judge: deny rather than wave it through
+          this.block('simple', '', { action: 'deny', rule: 'function_call', message: 'hoopctl: fast-path function calls are not allowed on a connection with guardrails' });
+          return;
+        }
+        this.ops.push(Object.assign(newOp('function'), { text: '<function call>', t0: performance.now() }));
+        this.forward(buf, start, end);
+        return;
+      case F.Terminate:
+        // close() sends Terminate to the target after what is queued
+        this.flushTarget();
+        this.close();
+        return;
+      default:
+        // CopyData/CopyDone/CopyFail of COPY FROM STDIN, and anything else: the server decides
+        this.forward(buf, start, end);
+    }
+  }
+
+  private forward(buf: Buffer, start: number, end: number): void {
+    this.targetOut.range(buf, start, end);
+  }
+
+  private forwardExtended(buf: Buffer, start: number, end: number): void {
+    this.batchOpen = true;
+    this.targetOut.range(buf, start, end);
+  }
+
+  private stmt(name: string): StmtInfo {
+    let s = this.stmts.get(name);
+    if (!s) { s = { text: '', fields: null, shape: null }; this.stmts.set(name, s); }
+    return s;
+  }
+
+  private answerSync(buf: Buffer, start: number, end: number): void {
+    if (this.batchOpen) {
+      this.batchOpen = false;
+      this.ops.push(newOp('sync'));
+      this.forward(buf, start, end);
+    } else {
+      // nothing of this batch reached the server (it was blocked): answer the Sync ourselves
+      this.pushSynthetic(null, true);
+    }
+  }
+
+  private onQuery(buf: Buffer, start: number, end: number): void {
+    const text = parseQuery(buf, start, end);
+    const verdict = this.judge ? this.judge(text) : null;
+    if (verdict && verdict.action !== 'allow') {
+      this.decide('simple', text, verdict, buf, start, end);
+      return;
+    }
+    this.sendQuery(text, buf, start, end);
+  }
+
+  private sendQuery(text: string, buf: Buffer, start: number, end: number): void {
+    const op = newOp('simple');
+    op.text = text;
+    op.t0 = performance.now();
+    this.ops.push(op);
+    this.ctx.record({ type: 'query.started', protocol: 'simple', text: this.maskText(text) });
+    this.forward(buf, start, end);
+  }
+
+  private onParse(buf: Buffer, start: number, end: number): void {
+    const p = parseParse(buf, start, end);
+    const verdict = this.judge ? this.judge(p.text) : null;
+    if (verdict && verdict.action !== 'allow') {
+      this.decide('extended', p.text, verdict, buf, start, end, p.statement);
+      return;
+    }
+    this.sendParse(p.statement, p.text, buf, start, end);
+  }
+
+  private sendParse(name: string, text: string, buf: Buffer, start: number, end: number): void {
+    const s: StmtInfo = { text, fields: null, shape: null };
+    this.stmts.set(name, s);
+    this.ops.push(newOp('parse'));
+    this.forwardExtended(buf, start, end);
+    if (this.policy?.mask) {
+      // learn the statement's result columns even if the client never asks (pgbench -M prepared):
+      // the answer is swallowed; rows are masked against it
+      const d = newOp('describe');
+      d.describe = 'S';
+      d.stmt = s;
+      d.injected = true;
+      this.ops.push(d);
+      this.targetOut.push(describeStatement(name));
+    }
+  }
+
+  private onBind(buf: Buffer, start: number, end: number): void {
+    const b = parseBind(buf, start, end);
+    const stmt = this.stmts.get(b.statement) ?? { text: '', fields: null, shape: null };
+    const params = b.params.map((v, i) => (v === null ? null : (b.paramFormats.length === 1 ? b.paramFormats[0] : (b.paramFormats[i] ?? 0)) === 1 ? '\\x' + v.toString('hex') : v.toString('utf8')));
+    this.portals.set(b.portal, { stmt, formats: b.resultFormats, params, fields: null, shape: null });
+    this.ops.push(newOp('bind'));
+    this.forwardExtended(buf, start, end);
+  }
+
+  private onExecute(buf: Buffer, start: number, end: number): void {
+    const { portal: name } = parseExecute(buf, start, end);
+    const portal = this.portals.get(name) ?? null;
+    const op = newOp('execute');
+    op.portal = portal;
+    op.text = portal?.stmt.text ?? '';
+    op.t0 = performance.now();
+    op.res = newResult();
+    op.res.formats = portal?.formats;
+    this.ops.push(op);
+    const params = portal?.params;
+    this.ctx.record({ type: 'query.started', protocol: 'extended', text: this.maskText(op.text), ...(params && params.length > 0 ? { params: params.map((p) => (p === null ? null : this.maskText(p))) } : {}) });
+    this.forwardExtended(buf, start, end);
+  }
+
+  private maskText(text: string): string {
+    const mask = this.policy?.mask;
+    return mask ? mask.text(text) : text;
+  }
+
+  /** A statement the guardrails did not allow outright: deny it, or hold it for review. */
+  private decide(mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, buf: Buffer, start: number, end: number, stmtName = ''): void {
+    if (verdict.action === 'deny' || !this.ctx.requestReview) {
+      const v = verdict.action === 'deny' ? verdict : { ...verdict, message: `hoopctl: statement needs review under guardrail "${verdict.rule}", and this session cannot ask for one` };
+      this.block(mode, text, v);
+      return;
+    }
+    // hold this and every later client message until the review is decided
+    this.clientFramer.pause();
+    this.clientHeld.review = true;
+    this.client?.pause();
+    this.flushTarget();
+    this.ctx.audit('query.review_requested', { rule: verdict.rule, statement: this.maskText(text) });
+    this.ctx.requestReview({ rule: verdict.rule, statement: text }).then(
+      (approved) => this.reviewed(approved, mode, text, verdict, buf, start, end, stmtName),
+      (err) => { this.ctx.log.warn({ err }, 'review failed'); this.reviewed(false, mode, text, verdict, buf, start, end, stmtName); },
+    );
+  }
+
+  private reviewed(approved: boolean, mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, buf: Buffer, start: number, end: number, stmtName: string): void {
+    if (this.closed) return;
+    this.ctx.audit(approved ? 'query.approved' : 'query.rejected', { rule: verdict.rule, statement: this.maskText(text) });
+    if (approved) {
+      if (mode === 'simple') this.sendQuery(text, buf, start, end);
+      else this.sendParse(stmtName, text, buf, start, end);
+    } else {
+      this.block(mode, text, { action: 'deny', rule: verdict.rule, message: `hoopctl: statement rejected in review (guardrail "${verdict.rule}")` });
+    }
+    this.clientHeld.review = false;
+    try {
+      this.clientFramer.resume();
+    } catch (err) {
+      this.clientProtocolError(err);
+      return;
+    }
+    this.flushTarget();
+    this.flushClient();
+    this.resumeClient();
+  }
+
+  private block(mode: 'simple' | 'extended', text: string, v: { rule: string; message: string }): void {
+    const ctx = this.ctx;
+    ctx.stats.blocked++;
+    const statement = this.maskText(text);
+    ctx.audit('query.blocked', { rule: v.rule, statement, message: v.message });
+    ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message });
+    const err = errorResponse('ERROR', '42501', v.message, { hint: `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement` });
+    if (mode === 'simple') this.pushSynthetic(err, true);
+    else {
+      this.pushSynthetic(err, false);
+      this.discarding = true;
+    }
+  }
+
+  private pushSynthetic(bytes: Buffer | null, ready: boolean): void {
+    const op = newOp('synthetic');
+    op.bytes = bytes;
+    op.ready = ready;
+    this.ops.push(op);
+    if (this.ops.length === 1) this.emitSynthetic();
+  }
+
+  /** Sends the gateway's own answers that have reached the head of the queue. */
+  private emitSynthetic(): void {
+    while (this.ops.length > 0 && this.ops[0].kind === 'synthetic') {
+      const op = this.ops.shift()!;
+      if (op.bytes) this.clientOut.push(op.bytes);
+      if (op.ready) this.clientOut.push(readyForQuery(this.txStatus));
+    }
+  }
+
+  // ---------------------------------------------------------------- startup and login
+
+  private onStartupPacket(code: number, buf: Buffer, start: number, end: number): void {
+    if (this.phase !== 'startup' || code !== 0) throw new ProtocolError('unexpected message before startup completed');
+    const pkt = parseStartupPacket(buf, start, end);
+    switch (pkt.name) {
+      case 'sslRequest':
+      case 'gssEncRequest':
+        // the tunnel is already encrypted; libpq then continues in the clear on the same stream
+        this.clientOut.push(sslNo);
+        this.clientFramer.untagged = true;
+        return;
+      case 'cancelRequest':
+        this.phase = 'closed';
+        void this.forwardCancel(pkt.pid, pkt.secret);
+        return;
+      case 'startup':
+        this.phase = 'login';
+        this.clientFramer.pause();
+        this.clientHeld.login = true;
+        void this.login(pkt.minor, pkt.params);
+    }
+  }
+
+  private async forwardCancel(pid: number, secret: number): Promise<void> {
+    const entry = lookupBackend(pid, secret);
+    try {
+      if (!entry || entry.connection !== this.ctx.connection.name) {
+        this.ctx.log.info('cancel request for an unknown backend key ignored');
+        return;
+      }
+      const s = await this.ctx.dialTarget();
+      await new Promise<void>((resolve) => { s.end(cancelRequest(entry.pid, entry.secret), () => resolve()); s.once('error', () => resolve()); s.once('close', () => resolve()); });
+      s.destroy();
+      this.ctx.audit('query.cancelled', {});
+    } catch (err) {
+      this.ctx.log.warn({ err: (err as Error).message }, 'forwarding cancel request failed');
+    } finally {
+      this.close();
+    }
+  }
+
+  private async login(minor: number, clientParams: Map<string, string>): Promise<void> {
+    const ctx = this.ctx;
+    const t = ctx.connection.target;
+    const params: Array<[string, string]> = [];
+    const unrecognized: string[] = [];
+    let clientDb: string | undefined;
+    for (const [k, v] of clientParams) {
+      const lk = k.toLowerCase();
+      if (lk === 'database') clientDb = v;
+      else if (k.startsWith('_pq_.')) unrecognized.push(k);
+      else if (FORWARDED_PARAMS.has(lk)) params.push([k, v]);
+    }
+    const user = t.user ?? 'postgres';
+    const database = (t.allow_client_database && clientDb) || t.database || user;
+    let session: TargetSession;
+    try {
+      const policyP = loadPolicy(ctx.connection);
+      session = await loginToTarget({ target: t, user, password: ctx.secret.password, database, params, dial: () => ctx.dialTarget(), signal: ctx.signal });
+      try {
+        this.policy = await policyP;
+      } catch (err) {
+        session.socket.destroy();
+        throw err;
+      }
+    } catch (err) {
+      if (this.closed) return;
+      const sqlstate = err instanceof TargetLoginError ? err.sqlstate : '08006';
+      const message = (err as Error).message;
+      ctx.log.info({ err: message }, 'target login failed');
+      ctx.audit('session.target_login_failed', { message });
+      this.clientOut.push(errorResponse('FATAL', sqlstate, `gateway could not log in to the target: ${message}`));
+      this.flushClient();
+      this.close();
+      return;
+    }
+    if (this.closed) { session.socket.destroy(); return; }
+
+    this.judge = this.policy.newJudge();
+    if (this.policy.mask?.columnRules) this.catalog = new Catalog({ target: t, user, password: ctx.secret.password, database, tls: session.tls });
+    const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret, dial: () => ctx.dialTarget() });
+    this.releaseKey = key.release;
+    this.txStatus = session.txStatus;
+
+    if (minor > 0 || unrecognized.length > 0) this.clientOut.push(negotiateProtocolVersion(unrecognized));
+    this.clientOut.push(authenticationOk);
+    for (const [k, v] of session.params) this.clientOut.push(parameterStatus(k, v));
+    this.clientOut.push(backendKeyData(key.pid, key.secret));
+    this.clientOut.push(readyForQuery(session.txStatus));
+    this.flushClient();
+
+    const target = session.socket;
+    this.target = target;
+    this.targetFramer = new MessageFramer((c, b, s, e) => this.onTargetMessage(c, b, s, e), { maxMessageSize: MAX_TARGET_MESSAGE });
+    target.on('data', (chunk: Buffer) => this.onTargetData(chunk));
+    target.on('drain', () => { this.clientHeld.drain = false; this.resumeClient(); });
+    target.on('error', (err) => { ctx.log.info({ err: err.message }, 'target connection error'); this.targetGone(); });
+    target.on('close', () => this.targetGone());
+    target.on('end', () => this.targetGone());
+    target.resume();
+
+    this.phase = 'ready';
+    this.clientHeld.login = false;
+    try {
+      this.clientFramer.resume();
+    } catch (err) {
+      this.clientProtocolError(err);
+      return;
+    }
+    this.flushTarget();
+    this.flushClient();
+  }
+
+  // ---------------------------------------------------------------- target → client
+
+  private onTargetData(chunk: Buffer): void {
+    if (this.closed) return;
+    try {
+      this.targetFramer!.push(chunk);
+    } catch (err) {
+      this.targetProtocolError(err);
+      return;
+    }
+    this.flushClient();
+  }
+
+  private targetProtocolError(err: unknown): void {
+    this.ctx.log.warn({ err: (err as Error)?.message ?? String(err) }, 'invalid message from the target');
+    this.clientOut.clear();
+    this.clientOut.push(errorResponse('FATAL', '08P01', `gateway received an invalid message from the target: ${(err as Error)?.message ?? err}`));
+    this.flushClient();
+    this.close();
+  }
+
+  private parseBackend(buf: Buffer, start: number, end: number): BackendMessage {
+    this.parsed = null;
+    this.parser.parse(start === 0 && end === buf.length ? buf : buf.subarray(start, end), this.onParsed);
+    if (!this.parsed) throw new ProtocolError('incomplete backend message');
+    return this.parsed;
+  }
+
+  private onTargetMessage(code: number, buf: Buffer, start: number, end: number): void {
+    const out = this.clientOut;
+    const ops = this.ops;
+    const op = ops.length > 0 ? ops[0] : null;
+    const mask = this.policy?.mask ?? null;
+    switch (code) {
+      case B.DataRow: {
+        const res = op?.res;
+        if (!res) {
+          // a row we cannot attribute to a statement: with masking on, every value goes (fail closed)
+          const m = mask ? maskDataRow(buf, start, end, null, undefined, mask, this.maskCounter) : null;
+          this.takeMaskCount();
+          if (m) out.push(m); else out.range(buf, start, end);
+          return;
+        }
+        res.rows++;
+        if (mask) {
+          if (res.copyRefused) return;
+          const shape = this.shapeOf(op!, res);
+          if (!shape || shape.needsWork) {
+            const m = maskDataRow(buf, start, end, shape, res.formats, mask, this.maskCounter);
+            if (m) {
+              this.takeMaskCount();
+              this.recordRow(res, m, 0, m.length);
+              out.push(m);
+              return;
+            }
+          }
+        }
+        this.recordRow(res, buf, start, end);
+        out.range(buf, start, end);
+        return;
+      }
+      case B.RowDescription: {
+        if (op?.kind === 'describe') {
+          const fields = (this.parseBackend(buf, start, end) as RowDescriptionMessage).fields;
+          if (op.describe === 'S' && op.stmt) { op.stmt.fields = fields; op.stmt.shape = null; }
+          else if (op.describe === 'P' && op.portal) { op.portal.fields = fields; op.portal.shape = null; }
+          if (!op.injected) out.range(buf, start, end);
+          this.complete();
+          this.ensureCatalog(fields);
+          return;
+        }
+        if (op && (op.kind === 'simple' || op.kind === 'execute')) {
+          const res = op.kind === 'simple' ? (op.res = newResult()) : op.res!;
+          res.tBuf = buf; res.tStart = start; res.tEnd = end;
+          if (mask) {
+            res.fields = (this.parseBackend(buf, start, end) as RowDescriptionMessage).fields;
+            out.range(buf, start, end);
+            this.ensureCatalog(res.fields);
+            return;
+          }
+        }
+        out.range(buf, start, end);
+        return;
+      }
+      case B.CommandComplete:
+      case B.EmptyQueryResponse:
+      case B.PortalSuspended: {
+        if (op?.kind === 'simple' || op?.kind === 'execute') {
+          const res = op.res;
+          if (res?.copyRefused) {
+            out.push(errorResponse('ERROR', '42501', 'hoopctl: binary COPY output cannot be masked on this connection; use text or csv format'));
+            op.error = 'binary COPY refused';
+          } else out.range(buf, start, end);
+          if (code === B.CommandComplete) op.tag = buf.toString('utf8', start + 5, end - 1);
+          this.ctx.stats.statements++;
+          if (res) { op.rows += res.rows; this.recordResult(op, res); }
+          if (op.kind === 'simple') op.res = null;
+          else this.complete();
+          return;
+        }
+        out.range(buf, start, end);
+        return;
+      }
+      case B.ReadyForQuery: {
+        this.txStatus = buf[start + 5];
+        // the Sync or simple query this answers; anything still before it was skipped after an error
+        while (ops.length > 0 && ops[0].kind !== 'synthetic') {
+          const o = ops.shift()!;
+          if (o.kind === 'simple' || o.kind === 'function' || o.kind === 'sync') {
+            if (o.kind !== 'sync') this.recordCompleted(o);
+            break;
+          }
+        }
+        out.range(buf, start, end);
+        this.emitSynthetic();
+        return;
+      }
+      case B.ErrorResponse: {
+        const fields = parseErrorFields(buf, start, end);
+        const severity = errorField(fields, 'V') ?? errorField(fields, 'S');
+        if (severity === 'FATAL' || severity === 'PANIC') this.sawFatal = true;
+        let msg = errorField(fields, 'M') ?? 'error';
+        if (mask) {
+          const m = maskErrorMessage(buf, start, end, mask, this.maskCounter);
+          this.takeMaskCount();
+          if (m) { out.push(m); msg = mask.text(msg); } else out.range(buf, start, end);
+        } else out.range(buf, start, end);
+        if (op && (op.kind === 'simple' || op.kind === 'function')) {
+          op.error = msg;
+          if (op.res) { this.ctx.stats.statements++; op.rows += op.res.rows; this.recordResult(op, op.res); op.res = null; }
+        } else if (op && op.kind !== 'sync' && op.kind !== 'synthetic') {
+          // extended protocol: the server skips everything up to the next Sync
+          while (ops.length > 0 && ops[0].kind !== 'sync' && !(ops[0].kind === 'synthetic' && ops[0].ready)) {
+            const o = ops.shift()!;
+            if (o.kind === 'execute') {
+              o.error = msg;
+              this.ctx.stats.statements++;
+              if (o.res) { o.rows += o.res.rows; this.recordResult(o, o.res); }
+              this.recordCompleted(o);
+            }
+          }
+          this.emitSynthetic();
+        }
+        return;
+      }
+      case B.ParseComplete:
+      case B.BindComplete:
+      case B.CloseComplete:
+        out.range(buf, start, end);
+        if (op && (op.kind === 'parse' || op.kind === 'bind' || op.kind === 'close')) this.complete();
+        return;
+      case B.ParameterDescription:
+        if (!(op?.kind === 'describe' && op.injected)) out.range(buf, start, end);
+        return;
+      case B.NoData:
+        if (op?.kind === 'describe') {
+          if (op.describe === 'S' && op.stmt) op.stmt.fields = [];
+          else if (op.describe === 'P' && op.portal) op.portal.fields = [];
+          if (!op.injected) out.range(buf, start, end);
+          this.complete();
+          return;
+        }
+        out.range(buf, start, end);
+        return;
+      case B.CopyOutResponse: {
+        const res = op?.res ?? (op && op.kind === 'simple' ? (op.res = newResult()) : null);
+        if (mask && res && op) {
+          const m = this.parseBackend(buf, start, end) as CopyResponse;
+          if (m.binary) { res.copyRefused = true; return; }
+          this.planCopy(op, res, m.columnTypes.length);
+        }
+        out.range(buf, start, end);
+        return;
+      }
+      case B.CopyData: {
+        const res = op?.res;
+        if (mask && res) {
+          if (res.copyRefused) return;
+          const m = maskCopyData(buf, start, end, res.copyMasked, mask, this.maskCounter);
+          this.takeMaskCount();
+          if (m) { out.push(m); return; }
+        }
+        out.range(buf, start, end);
+        return;
+      }
+      case B.CopyDone:
+        if (op?.res?.copyRefused) return;
+        out.range(buf, start, end);
+        return;
+      case B.NoticeResponse:
+        if (mask) {
+          const m = maskErrorMessage(buf, start, end, mask, this.maskCounter);
+          this.takeMaskCount();
+          if (m) { out.push(m); return; }
+        }
+        out.range(buf, start, end);
+        return;
+      case B.NotificationResponse:
+        if (mask) {
+          const m = maskNotification(buf, start, end, mask, this.maskCounter);
+          this.takeMaskCount();
+          if (m) { out.push(m); return; }
+        }
+        out.range(buf, start, end);
+        return;
+      case B.FunctionCallResponse:
+      default:
+        out.range(buf, start, end);
+    }
+  }
+
+  private takeMaskCount(): void {
+    this.ctx.stats.masked += this.maskCounter.masked;
+    this.maskCounter.masked = 0;
+  }
+
+  /** Shifts the head op (it got its answer) and sends any synthetic answers now due. */
+  private complete(): void {
+    const op = this.ops.shift();
+    if (op?.kind === 'execute') this.recordCompleted(op);
+    if (this.ops.length > 0 && this.ops[0].kind === 'synthetic') this.emitSynthetic();
+  }
+
+  /** The mask plan of the rows now arriving; computed once per statement/portal. */
+  private shapeOf(op: Op, res: Result): ResultShape | null {
+    if (res.shape) return res.shape;
+    const mask = this.policy!.mask!;
+    if (op.kind === 'simple') {
+      if (!res.fields) return null;
+      res.shape = buildShape(res.fields, mask, this.catalog, this.derivation(op.text));
+      return res.shape;
+    }
+    const portal = op.portal;
+    if (!portal) return null;
+    if (portal.fields) {
+      portal.shape ??= buildShape(portal.fields, mask, this.catalog, this.derivation(portal.stmt.text));
+      res.shape = portal.shape;
+    } else if (portal.stmt.fields) {
+      portal.stmt.shape ??= buildShape(portal.stmt.fields, mask, this.catalog, this.derivation(portal.stmt.text));
+      res.shape = portal.stmt.shape;
+    }
+    return res.shape;
+  }
+
+  private derivation(text: string): Derivation | null {
+    if (!this.policy?.mask?.columnRules) return null;
+    if (this.derivations.has(text)) return this.derivations.get(text)!;
+    let d: Derivation | null = null;
+    try { d = this.policy.derive(text); } catch (err) { this.ctx.log.debug({ err }, 'output derivation failed'); }
+    if (this.derivations.size >= 1000) this.derivations.clear();
+    this.derivations.set(text, d);
+    return d;
+  }
+
+  /** Holds the target's messages until the columns of the tables in `fields` are known. */
+  private ensureCatalog(fields: readonly Field[]): void {
+    const cat = this.catalog;
+    if (!cat) return;
+    const missing = fields.filter((f) => f.tableID !== 0 && !cat.has(f.tableID)).map((f) => f.tableID);
+    if (missing.length === 0) return;
+    this.holdTargetFor(cat.load(missing).catch((err) => {
+      // fail closed: columns of tables we cannot resolve are masked (buildShape)
+      this.ctx.log.warn({ err: (err as Error).message }, 'catalog lookup failed; masking unresolved columns');
+    }));
+  }
+
+  private planCopy(op: Op, res: Result, ncols: number): void {
+    const mask = this.policy!.mask!;
+    if (!mask.columnRules) return;
+    const d = this.derivation(op.text);
+    if (d && d.length === ncols) { res.copyMasked = d.map((x) => x === 'masked'); return; }
+    const m = COPY_RELATION.exec(op.text);
+    if (!m || !this.catalog) { res.copyMasked = null; return; }
+    const cols = m[2] ? m[2].split(',').map((c) => c.trim().replace(/^"|"$/g, '')) : null;
+    this.holdTargetFor(this.catalog.relationColumns(m[1], cols).then(
+      (names) => { res.copyMasked = names && names.length === ncols ? names.map((n) => mask.columnMatches(n)) : new Array(ncols).fill(true); },
+      () => { res.copyMasked = new Array(ncols).fill(true); },
+    ));
+  }
+
+  private holdTargetFor(p: Promise<void>): void {
+    this.targetFramer!.pause();
+    this.targetHeld.lookup = true;
+    this.target?.pause();
+    this.flushClient();
+    void p.then(() => {
+      if (this.closed) return;
+      this.targetHeld.lookup = false;
+      try {
+        this.targetFramer!.resume();
+      } catch (err) {
+        this.targetProtocolError(err);
+        return;
+      }
+      this.flushClient();
+      this.resumeTarget();
+    });
+  }
+
+  // ---------------------------------------------------------------- recording
+
+  private recordRow(res: Result, buf: Buffer, start: number, end: number): void {
+    if (!this.recordResults) return;
+    if (res.rec === null) res.rec = [];
+    if (res.rec.length >= this.maxRowsPerStatement || this.sessionRowsLeft <= 0) { res.truncated = true; return; }
+    this.sessionRowsLeft--;
+    res.rec.push(rowValues(buf, start, end, res.formats));
+  }
+
+  private recordResult(op: Op, res: Result): void {
+    if (!this.recordResults || res.rows === 0) return;
+    let columns: string[] | null = null;
+    if (res.fields) columns = res.fields.map((f) => f.name);
+    else if (res.tBuf) columns = (this.parseBackend(res.tBuf, res.tStart, res.tEnd) as RowDescriptionMessage).fields.map((f) => f.name);
+    else {
+      const fields = op.portal?.fields ?? op.portal?.stmt.fields;
+      if (fields) columns = fields.map((f) => f.name);
+    }
+    this.ctx.record({ type: 'result.rows', columns, rows: res.rec ?? [], count: res.rows, truncated: res.truncated });
+    res.rec = null;
+  }
+
+  private recordCompleted(op: Op): void {
+    const ev: { type: string; [k: string]: unknown } = { type: 'query.completed', durationMs: Math.round((performance.now() - op.t0) * 1000) / 1000, rows: op.rows, tag: op.tag };
+    if (op.error) ev.error = op.error;
+    this.ctx.record(ev);
+  }
+
+  // ---------------------------------------------------------------- flow control and shutdown
+
+  private flushTarget(): void {
+    const t = this.target;
+    if (!t) { this.targetOut.clear(); return; }
+    const r = this.targetOut.flush(t);
+    if (!r.ok && !this.clientHeld.drain) {
+      this.clientHeld.drain = true;
+      this.client?.pause();
+    }
+  }
+
+  private flushClient(): void {
+    const c = this.client;
+    if (!c) return;
+    const r = this.clientOut.flush(c);
+    this.ctx.stats.bytesOut += r.bytes;
+    if (!r.ok && !this.targetHeld.drain) {
+      this.targetHeld.drain = true;
+      this.target?.pause();
+    }
+  }
+
+  private resumeTarget(): void {
+    if (this.closed || this.targetHeld.drain || this.targetHeld.lookup) return;
+    this.target?.resume();
+  }
+
+  private resumeClient(): void {
+    const h = this.clientHeld;
+    if (this.closed || h.drain || h.review || h.login) return;
+    this.client?.resume();
+  }
+
+  private targetGone(): void {
+    if (this.closed) return;
+    if (!this.sawFatal) {
+      this.clientOut.push(errorResponse('FATAL', '08006', 'hoopctl: the connection to the target database was lost'));
+    }
+    this.flushClient();
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.phase = 'closed';
+    this.releaseKey?.();
+    this.releaseKey = null;
+    void this.catalog?.close();
+    const t = this.target;
+    if (t && !t.destroyed) {
+      if (t.writable) t.end(terminateMessage);
+      setTimeout(() => t.destroy(), 1000).unref();
+    }
+    const c = this.client;
+    if (c && !c.destroyed) {
+      c.end();
+      setTimeout(() => c.destroy(), 1000).unref();
+    }
+    this.done?.();
+  }
+}
+
+export const postgresEngine: EngineFactory = {
+  type: 'postgres',
+  defaultLocalPort: 15432,
+  create: (ctx) => new PostgresEngine(ctx),
+};

@@ -1,0 +1,286 @@
+/**
+ * Turns SQL text into an Analysis: which guardrail rules every part of it triggers, what could
+ * not be analysed, and the PREPARE/EXECUTE steps whose meaning depends on the session.
+ * The analysis does not depend on the configuration, so it is cached by text for all sessions.
+ *
+ * Code hidden inside other code is followed, each to its own text:
+ * - DO blocks and CREATE FUNCTION/PROCEDURE bodies in plpgsql (libpg-query's PL/pgSQL parser)
+ *   and in sql (the SQL parser); bodies in any other language cannot be analysed.
+ * - PL/pgSQL `EXECUTE`, `FOR ... IN EXECUTE`, `OPEN ... FOR EXECUTE`, `RETURN QUERY EXECUTE`
+ *   when the string is a constant; a string built at run time cannot be analysed.
+ * - string arguments of functions that run SQL (query_to_xml, dblink_exec, ts_stat, ...).
+ * - PREPARE bodies become a separate Analysis that EXECUTE is judged by.
+ */
+import type { GuardrailRule } from '../../config/schema.ts';
+import { constantString, isConstant } from './constant.ts';
+import { Lru } from './lru.ts';
+import { parsePlpgsql, parseSql, type PgNode } from './parser.ts';
+import { checkFor, lastName, type RuleContext } from './rules.ts';
+
+export type Step =
+  | { op: 'prepare'; name: string; body: Analysis }
+  | { op: 'execute'; name: string; where: string };
+
+export interface Analysis {
+  /** the parser's error when the text itself is not valid SQL */
+  readonly unparseable?: string;
+  /** first match of each rule, in source order: rule -> what matched */
+  readonly hits: ReadonlyMap<GuardrailRule, string>;
+  /** the first piece of contained code that could not be analysed (fail closed) */
+  readonly unanalysable?: string;
+  /** every SQL text that was analysed (the text itself and code found inside it), for deny_patterns */
+  readonly texts: readonly string[];
+  readonly steps: readonly Step[];
+}
+
+/** How deep code may hide inside code (a DO block running a string that holds a DO block...). */
+const MAX_DEPTH = 8;
+
+/** Functions that run a SQL string they are given, with the name they are called by. */
+const SQL_RUNNING_FUNCTIONS = new Set([
+  'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema', 'dblink', 'dblink_exec', 'dblink_send_query',
+  'dblink_open', 'ts_stat', 'ts_rewrite',
+]);
+
+class Collector implements RuleContext {
+  readonly hits = new Map<GuardrailRule, string>();
+  readonly texts: string[] = [];
+  readonly steps: Step[] = [];
+  unanalysable: string | undefined;
+  /** the source text of the statement being walked (DO and CREATE FUNCTION re-parse it) */
+  stmtText = '';
+  readonly labels: string[] = [];
+  depth = 0;
+
+  hit(rule: GuardrailRule, what: string): void {
+    if (!this.hits.has(rule)) this.hits.set(rule, what + this.where());
+  }
+
+  fail(message: string): void {
+    this.unanalysable ??= message + this.where();
+  }
+
+  where(): string {
+    return this.labels.length === 0 ? '' : ` (in ${this.labels.join(', in ')})`;
+  }
+
+  within<T>(label: string, fn: () => T): T {
+    this.labels.push(label);
+    try {
+      return fn();
+    } finally {
+      this.labels.pop();
+    }
+  }
+
+  toAnalysis(): Analysis {
+    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps };
+  }
+}
+
+const cache = new Lru<string, Analysis>(2000);
+
+/** The analysis of `sql` (one or more statements), cached by text. */
+export function analyzeSql(sql: string): Analysis {
+  const hit = cache.get(sql);
+  if (hit) return hit;
+  const parsed = parseSql(sql);
+  let out: Analysis;
+  if (!parsed.ok) {
+    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [] };
+  } else {
+    const c = new Collector();
+    c.texts.push(sql);
+    for (const s of parsed.stmts) {
+      c.stmtText = s.text;
+      visit(s.stmt, c);
+    }
+    out = c.toAnalysis();
+  }
+  cache.set(sql, out);
+  return out;
+}
+
+/** Analyses SQL found inside other code into the same collector. */
+function analyzeNested(sql: string, c: Collector, label: string): void {
+  c.within(label, () => {
+    if (c.depth >= MAX_DEPTH) return c.fail(`code nested more than ${MAX_DEPTH} levels deep cannot be analysed`);
+    c.texts.push(sql);
+    const parsed = parseSql(sql);
+    if (!parsed.ok) return c.fail(`could not parse ${JSON.stringify(clip(sql))}: ${parsed.error}`);
+    const saved = c.stmtText;
+    c.depth++;
+    try {
+      for (const s of parsed.stmts) {
+        c.stmtText = s.text;
+        visit(s.stmt, c);
+      }
+    } finally {
+      c.depth--;
+      c.stmtText = saved;
+    }
+  });
+}
+
+function clip(s: string): string {
+  const one = s.replace(/\s+/g, ' ').trim();
+  return one.length > 60 ? one.slice(0, 57) + '...' : one;
+}
+
+/** Node types whose children need more than the generic walk; true = children handled. */
+const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
+  PrepareStmt(n, c) {
+    const body = new Collector();
+    body.depth = c.depth;
+    body.stmtText = c.stmtText;
+    body.labels.push(...c.labels, `prepared statement ${n.name}`);
+    visit(n.query, body);
+    c.steps.push({ op: 'prepare', name: n.name, body: body.toAnalysis() });
+    return true;
+  },
+  ExecuteStmt(n, c) {
+    c.steps.push({ op: 'execute', name: n.name, where: c.where() });
+    return false;
+  },
+  DoStmt(n, c) {
+    let language = 'plpgsql';
+    for (const a of (n.args ?? []) as PgNode[]) if (a.DefElem?.defname === 'language') language = String(a.DefElem.arg?.String?.sval ?? '').toLowerCase();
+    c.within('DO block', () => {
+      if (language !== 'plpgsql') return c.fail(`a DO block in language ${language} cannot be analysed`);
+      plpgsqlBody(c);
+    });
+    return true;
+  },
+  CreateFunctionStmt(n, c) {
+    let language = '';
+    let body: PgNode[] | undefined;
+    for (const o of (n.options ?? []) as PgNode[]) {
+      if (o.DefElem?.defname === 'language') language = String(o.DefElem.arg?.String?.sval ?? '').toLowerCase();
+      if (o.DefElem?.defname === 'as') body = o.DefElem.arg?.List?.items;
+    }
+    const label = `body of ${n.is_procedure ? 'procedure' : 'function'} ${lastName(n.funcname)}`;
+    if (n.sql_body) c.within(label, () => visit(n.sql_body, c));
+    if (!body) return true;
+    const src = body.length === 1 ? body[0]?.String?.sval : undefined;
+    if (language === 'plpgsql') c.within(label, () => plpgsqlBody(c));
+    else if (language === 'sql' && typeof src === 'string') analyzeNested(src, c, label);
+    else c.within(label, () => c.fail(`a function body in language ${language || 'unknown'} cannot be analysed`));
+    return true;
+  },
+  FuncCall(n, c) {
+    const name = lastName(n.funcname);
+    if (!SQL_RUNNING_FUNCTIONS.has(name)) return false;
+    for (const a of (n.args ?? []) as PgNode[]) {
+      const s = constantString(a);
+      if (s !== undefined) {
+        // Connection names and strings of dblink are not SQL; only what parses is SQL to judge.
+        if (parseSql(s).ok) analyzeNested(s, c, `${name}() argument`);
+      } else if (!isConstant(a)) {
+        c.within(`${name}()`, () => c.fail(`SQL passed to ${name}() is built at run time and cannot be analysed`));
+      }
+    }
+    return false;
+  },
+};
+
+/** The generic walk: every node of the tree, checks by node type. */
+function visit(v: unknown, c: Collector): void {
+  if (Array.isArray(v)) {
+    for (const x of v) visit(x, c);
+    return;
+  }
+  if (v === null || typeof v !== 'object') return;
+  const o = v as PgNode;
+  for (const key in o) {
+    const child = o[key];
+    if (child === null || typeof child !== 'object') continue;
+    const first = key.charCodeAt(0);
+    if (first >= 65 && first <= 90) {
+      checkFor(key)?.(child, c);
+      if (special[key]?.(child, c)) continue;
+    }
+    visit(child, c);
+  }
+}
+
+// --- PL/pgSQL ----------------------------------------------------------------------------
+
+function plpgsqlBody(c: Collector): void {
+  if (c.depth >= MAX_DEPTH) return c.fail(`code nested more than ${MAX_DEPTH} levels deep cannot be analysed`);
+  const parsed = parsePlpgsql(c.stmtText);
+  if (!parsed.ok) return c.fail(`the PL/pgSQL body could not be parsed: ${parsed.error}`);
+  c.depth++;
+  try {
+    plWalk(parsed.funcs, c);
+  } finally {
+    c.depth--;
+  }
+}
+
+/** Statement types whose field holds a SQL string to run rather than SQL. */
+const DYNAMIC_FIELDS: Record<string, string> = {
+  PLpgSQL_stmt_dynexecute: 'query',
+  PLpgSQL_stmt_dynfors: 'query',
+  PLpgSQL_stmt_open: 'dynquery',
+  PLpgSQL_stmt_return_query: 'dynquery',
+};
+
+function plWalk(v: unknown, c: Collector): void {
+  if (Array.isArray(v)) {
+    for (const x of v) plWalk(x, c);
+    return;
+  }
+  if (v === null || typeof v !== 'object') return;
+  const o = v as PgNode;
+  for (const key in o) {
+    const child = o[key];
+    if (child === null || typeof child !== 'object') continue;
+    if (key === 'PLpgSQL_expr') {
+      plExpr(child, c);
+      continue;
+    }
+    const dyn = DYNAMIC_FIELDS[key];
+    if (dyn && child[dyn]?.PLpgSQL_expr) {
+      plDynamic(child[dyn].PLpgSQL_expr, c);
+      for (const k in child) if (k !== dyn) plWalk(child[k], c);
+      continue;
+    }
+    plWalk(child, c);
+  }
+}
+
+/** A SQL statement or expression embedded in PL/pgSQL (parseMode as in PostgreSQL's RawParseMode). */
+function plExpr(e: PgNode, c: Collector): void {
+  const query = String(e.query ?? '');
+  const mode = Number(e.parseMode ?? 0);
+  if (mode === 0) analyzeNested(query, c, 'PL/pgSQL');
+  else if (mode >= 3 && mode <= 5) analyzeNested('SELECT ' + assignedValue(query), c, 'PL/pgSQL');
+  else analyzeNested('SELECT ' + query, c, 'PL/pgSQL');
+}
+
+/** `EXECUTE <expr>` and friends: judge the string when it is a constant, fail closed otherwise. */
+function plDynamic(e: PgNode, c: Collector): void {
+  const query = String(e.query ?? '');
+  plExpr({ query, parseMode: 2 }, c);
+  const parsed = parseSql('SELECT ' + query);
+  const target = parsed.ok && parsed.stmts.length === 1 ? parsed.stmts[0].stmt.SelectStmt?.targetList : undefined;
+  const sql = target?.length === 1 ? constantString(target[0].ResTarget?.val) : undefined;
+  if (sql === undefined) c.within('PL/pgSQL EXECUTE', () => c.fail(`dynamic SQL built at run time (EXECUTE ${clip(query)}) cannot be analysed`));
+  else analyzeNested(sql, c, 'PL/pgSQL EXECUTE');
+}
+
+/** The expression of a PL/pgSQL assignment `target[sub].field := expr` (or `=`). */
+function assignedValue(text: string): string {
+  let depth = 0;
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === '"') quoted = !quoted;
+    if (quoted) continue;
+    if (ch === '[' || ch === '(') depth++;
+    else if (ch === ']' || ch === ')') depth--;
+    else if (depth === 0 && ch === ':' && text[i + 1] === '=') return text.slice(i + 2);
+    else if (depth === 0 && ch === '=') return text.slice(i + 1);
+  }
+  return text;
+}

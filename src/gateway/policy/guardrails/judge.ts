@@ -1,0 +1,126 @@
+/**
+ * From analysis to verdict, in this order (the first that applies wins):
+ *  1. the text is not valid SQL                       -> deny  'unparseable'
+ *  2. a deny rule matched anywhere in it               -> deny  <rule>
+ *  3. a deny_pattern matches it or code found in it    -> deny  'deny_patterns'
+ *  4. PREPARE of a body that 1-3 deny, EXECUTE of a prepared statement whose body is denied,
+ *     or EXECUTE of a name this session never saw prepared   -> deny (or review, see 5)
+ *  5. contained code could not be analysed (another language, dynamic SQL) -> fail closed:
+ *     deny 'unparseable' when any deny rule or pattern is configured, else review 'unparseable'
+ *  6. a review rule matched (in the text or an EXECUTEd body) -> review <rule>
+ *  7. allow
+ * Review rules are not applied to PREPARE itself: preparing runs nothing, each EXECUTE is
+ * reviewed, so one approval covers one execution.
+ */
+import type { GuardrailRule, GuardrailsConfig } from '../../config/schema.ts';
+import { analyzeSql, type Analysis } from './analyze.ts';
+import { Lru } from './lru.ts';
+import { normalizeForPatterns } from './parser.ts';
+
+export type Verdict =
+  | { action: 'allow' }
+  | { action: 'deny'; rule: string; message: string }
+  | { action: 'review'; rule: string; message: string };
+
+export const ALLOW: Verdict = Object.freeze({ action: 'allow' });
+
+interface Cached {
+  analysis: Analysis;
+  /** the verdict when it does not depend on the session (no PREPARE/EXECUTE inside) */
+  final?: Verdict;
+  /** a deny from steps 1-3, which no session state can lift */
+  base?: Verdict;
+}
+
+export class Rules {
+  readonly deny: ReadonlySet<GuardrailRule>;
+  readonly review: ReadonlySet<GuardrailRule>;
+  readonly patterns: readonly RegExp[];
+  /** false when nothing is configured: every statement is allowed without parsing */
+  readonly active: boolean;
+  /** whether code that cannot be analysed is denied (else sent to review) */
+  readonly failClosedDeny: boolean;
+  readonly #cache = new Lru<string, Cached>(2000);
+  readonly #bodyVerdicts = new WeakMap<Analysis, Verdict>();
+
+  constructor(cfg: GuardrailsConfig | undefined) {
+    this.deny = new Set(cfg?.deny ?? []);
+    this.review = new Set(cfg?.review ?? []);
+    this.patterns = (cfg?.deny_patterns ?? []).map((p) => new RegExp(p, 'i'));
+    this.failClosedDeny = this.deny.size > 0 || this.patterns.length > 0;
+    this.active = this.failClosedDeny || this.review.size > 0;
+  }
+
+  lookup(sql: string): Cached {
+    let c = this.#cache.get(sql);
+    if (!c) {
+      const analysis = analyzeSql(sql);
+      const base = this.#staticDeny(analysis, true);
+      c = { analysis, base };
+      if (!base && analysis.steps.length === 0) c.final = this.#tail(analysis, undefined);
+      else if (base) c.final = base;
+      this.#cache.set(sql, c);
+    }
+    return c;
+  }
+
+  /** The verdict for a PREPAREd body, without session state (steps inside bodies are rare). */
+  bodyVerdict(body: Analysis, resolveExecute: (name: string, where: string) => Verdict | undefined): Verdict {
+    const known = this.#bodyVerdicts.get(body);
+    if (known) return known;
+    let v = this.#staticDeny(body, false);
+    if (!v) {
+      let review: Verdict | undefined;
+      for (const s of body.steps) {
+        if (s.op !== 'execute') continue;
+        const r = resolveExecute(s.name, s.where);
+        if (r?.action === 'deny') return r;
+        if (r?.action === 'review') review ??= r;
+      }
+      v = this.#tail(body, review);
+    }
+    if (body.steps.length === 0) this.#bodyVerdicts.set(body, v);
+    return v;
+  }
+
+  /** Steps 1-3. Pattern checks are skipped for PREPARE bodies, whose text was checked when prepared. */
+  #staticDeny(a: Analysis, withPatterns: boolean): Verdict | undefined {
+    if (a.unparseable !== undefined) {
+      return { action: 'deny', rule: 'unparseable', message: `blocked: the SQL could not be parsed (${a.unparseable}); SQL that cannot be parsed is denied` };
+    }
+    for (const [rule, what] of a.hits) {
+      if (this.deny.has(rule)) return { action: 'deny', rule, message: `blocked by guardrail rule "${rule}": ${what}` };
+    }
+    if (withPatterns && this.patterns.length > 0) {
+      for (const text of a.texts) {
+        const normalized = normalizeForPatterns(text);
+        for (const re of this.patterns) {
+          if (re.test(text) || re.test(normalized)) {
+            return { action: 'deny', rule: 'deny_patterns', message: `blocked by guardrail deny_patterns: the SQL matches /${re.source}/` };
+          }
+        }
+      }
+    }
+    return undefined;
+  }
+
+  /** Steps 5-7. */
+  #tail(a: Analysis, stepReview: Verdict | undefined): Verdict {
+    if (a.unanalysable !== undefined) return this.failClosed(a.unanalysable);
+    for (const [rule, what] of a.hits) {
+      if (this.review.has(rule)) return { action: 'review', rule, message: `needs review under guardrail rule "${rule}": ${what}` };
+    }
+    return stepReview ?? ALLOW;
+  }
+
+  failClosed(reason: string): Verdict {
+    return this.failClosedDeny
+      ? { action: 'deny', rule: 'unparseable', message: `blocked: ${reason}; code the gateway cannot analyse is denied` }
+      : { action: 'review', rule: 'unparseable', message: `needs review: ${reason}` };
+  }
+
+  /** the unparseable/unanalysable/review tail after steps were resolved */
+  finish(a: Analysis, stepReview: Verdict | undefined): Verdict {
+    return this.#tail(a, stepReview);
+  }
+}

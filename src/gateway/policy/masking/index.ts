@@ -1,0 +1,7 @@
+/** Masking policy: the public API the engines code against (see README.md). */
+export {
+  type CompiledMasking, type MaskCounter, compileMasking, columnMatches, maskContent, maskValue, maskCell, maskText,
+} from './masking.ts';
+export { maskWholeValue } from './whole-value.ts';
+export { type CopyTextOptions, type CopyCsvOptions, maskCopyLine, maskCsvLine } from './copy.ts';
+export { PgType } from './pg-types.ts';
