@@ -58,7 +58,7 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
 
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env, baseDir = process.cwd()): GatewayConfig {
   // step 1: YAML
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
     const e = doc.errors[0];
     const line = e.linePos?.[0];
@@ -68,7 +68,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(file, '', 'must be a YAML mapping of keys (listen, auth, connections, ...)');
 
   // step 2: schema (types, enums, unknown keys, durations)
-  const parsed = configSchema.safeParse(raw);
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     const { path, problem } = describeIssue(parsed.error.issues[0]);
     throw new ConfigError(file, path, problem);

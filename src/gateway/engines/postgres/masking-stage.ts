@@ -11,14 +11,15 @@
  * - masked values of non-text types become NULL, never a string of the wrong type;
  * - binary-format values of a masked column become NULL; binary text values get the detectors
  *   (their bytes are the UTF-8 text);
- * - content detectors run on every other text value;
+ * - content detectors run on every other value, type-aware (a card number found in an int8
+ *   makes it NULL; json stays valid json);
  * - error and notice texts (message, detail, hint, context, internal query) and notification
- *   payloads go through the text masker; a "Key (col)=(value)" detail naming a masked column
- *   and a "Failing row contains (...)" detail are redacted whole, since they echo row values.
+ *   payloads go through the text masker, which also masks the values PostgreSQL quotes in
+ *   "Key (col)=(value)" and "Failing row contains (...)" details.
  */
 import type { Field } from 'pg-protocol/dist/messages.js';
 import type { Catalog } from './catalog.ts';
-import type { Derivation, MaskFns } from './policy.ts';
+import type { CopyFormat, Derivation, MaskCounter, MaskFns } from './policy.ts';
 import { B, buildDataRow, buildErrorFields, buildMessage, buildNotification, parseErrorFields, readCString } from './messages.ts';
 
 export interface ResultShape {
@@ -32,15 +33,15 @@ export interface ResultShape {
   needsWork: boolean;
 }
 
-/** Types whose values cannot carry the detectors' patterns (bool, floats, dates, times, uuid, ...). */
-const NO_DETECT = new Set([16, 21, 26, 700, 701, 1082, 1083, 1114, 1184, 1186, 1266, 2950, 3220]);
+/** Types whose text form cannot carry a detector's match (bool, int2/int4, oid, dates, times, uuid). */
+const NO_DETECT = new Set([16, 21, 23, 26, 1082, 1083, 1114, 1184, 1186, 1266, 2950]);
 /** Types whose binary representation is their UTF-8 text. */
 const TEXTUAL = new Set([18, 19, 25, 114, 142, 705, 1042, 1043]);
 
 export function buildShape(fields: readonly Field[], mask: MaskFns, catalog: Catalog | null, derivation: Derivation | null): ResultShape {
   const n = fields.length;
   const shape: ResultShape = { names: new Array(n), typeOids: new Array(n), masked: new Array(n), detect: new Array(n), needsWork: false };
-  const deriv = derivation && derivation.length === n ? derivation : null;
+  const deriv = mapDerivation(derivation, n);
   for (let i = 0; i < n; i++) {
     const f = fields[i];
     shape.names[i] = f.name;
@@ -64,6 +65,25 @@ export function buildShape(fields: readonly Field[], mask: MaskFns, catalog: Cat
   return shape;
 }
 
+/**
+ * Spreads outputDerivation's entries over n result columns: an 'unknown' entry is a star that
+ * expands to zero or more columns, so entries before the first star map from the start and
+ * entries after the last star from the end; columns in between stay 'unknown' (judged by their
+ * names and table columns). Null when the counts cannot fit.
+ */
+export function mapDerivation(d: Derivation | null, n: number): Derivation | null {
+  if (!d) return null;
+  const first = d.indexOf('unknown');
+  if (first < 0) return d.length === n ? d : null;
+  const last = d.lastIndexOf('unknown');
+  const tail = d.length - last - 1;
+  if (first + tail > n) return null;
+  const out: Derivation = new Array(n).fill('unknown');
+  for (let i = 0; i < first; i++) out[i] = d[i];
+  for (let i = 0; i < tail; i++) out[n - tail + i] = d[last + 1 + i];
+  return out;
+}
+
 /** Format of result column i given Bind's result-format codes. */
 export function columnFormat(formats: readonly number[] | undefined, i: number): number {
   if (!formats || formats.length === 0) return 0;
@@ -74,7 +94,7 @@ export function columnFormat(formats: readonly number[] | undefined, i: number):
  * Rewrites one DataRow; returns null when nothing changed. `counter.masked` is increased by the
  * number of values replaced. Without a shape every value becomes NULL (fail closed).
  */
-export function maskDataRow(buf: Buffer, start: number, end: number, shape: ResultShape | null, formats: readonly number[] | undefined, mask: MaskFns, counter: { masked: number }): Buffer | null {
+export function maskDataRow(buf: Buffer, start: number, end: number, shape: ResultShape | null, formats: readonly number[] | undefined, mask: MaskFns, counter: MaskCounter): Buffer | null {
   const n = buf.readInt16BE(start + 5);
   let pos = start + 7;
   let out: Array<string | Buffer | null> | null = null;
@@ -90,15 +110,29 @@ export function maskDataRow(buf: Buffer, start: number, end: number, shape: Resu
     }
     let replacement: string | null | undefined; // undefined = keep
     if (len >= 0) {
-      if (failClosed) replacement = null;
+      if (failClosed) { replacement = null; counter.masked++; }
       else if (shape.masked[i]) {
         replacement = columnFormat(formats, i) === 1 ? null : mask.wholeValue(buf.toString('utf8', vStart, pos), shape.typeOids[i]);
+        counter.masked++;
       } else if (shape.detect[i] && len > 0) {
-        const binary = columnFormat(formats, i) === 1;
-        if (!binary || TEXTUAL.has(shape.typeOids[i])) {
+        const type = shape.typeOids[i];
+        if (columnFormat(formats, i) === 0) {
           const v = buf.toString('utf8', vStart, pos);
-          const m = mask.content(v);
+          const m = mask.value(v, type, counter);
           if (m !== v) replacement = m;
+        } else if (TEXTUAL.has(type)) {
+          // binary text values are their UTF-8 bytes
+          const v = buf.toString('utf8', vStart, pos);
+          const m = mask.text(v, counter);
+          if (m !== v) replacement = m;
+        } else {
+          // other binary values: inspect their text form; NULL when a detector matches or when
+          // the type cannot be decoded here (fail closed)
+          const text = binaryAsText(buf, vStart, pos, type);
+          if (text === null || mask.value(text, type, counter) !== text) {
+            replacement = null;
+            if (text === null) counter.masked++;
+          }
         }
       }
     }
@@ -114,12 +148,47 @@ export function maskDataRow(buf: Buffer, start: number, end: number, shape: Resu
         }
       }
       out[i] = replacement;
-      counter.masked++;
     } else if (out) {
       out[i] = len < 0 ? null : buf.subarray(vStart, pos);
     }
   }
   return out ? buildDataRow(out) : null;
+}
+
+/**
+ * The text form of a binary-format value, for the detectors: int8, float4/8, numeric, jsonb,
+ * bytea (as latin1). Null when the type is not decoded here.
+ */
+export function binaryAsText(buf: Buffer, start: number, end: number, type: number): string | null {
+  const len = end - start;
+  switch (type) {
+    case 20: return len === 8 ? buf.readBigInt64BE(start).toString() : null;
+    case 700: return len === 4 ? String(buf.readFloatBE(start)) : null;
+    case 701: return len === 8 ? String(buf.readDoubleBE(start)) : null;
+    case 1700: return len >= 8 ? numericText(buf, start, end) : null;
+    case 3802: return len >= 1 && buf[start] === 1 ? buf.toString('utf8', start + 1, end) : null;
+    case 17: return buf.toString('latin1', start, end);
+    default: return null;
+  }
+}
+
+/** numeric's binary form: ndigits, weight, sign, dscale, then base-10000 digits. */
+function numericText(buf: Buffer, start: number, end: number): string | null {
+  const ndigits = buf.readInt16BE(start);
+  const weight = buf.readInt16BE(start + 2);
+  const sign = buf.readUInt16BE(start + 4);
+  if (sign === 0xc000) return 'NaN';
+  if (start + 8 + 2 * ndigits > end) return null;
+  let int = '';
+  let frac = '';
+  for (let i = 0; i < ndigits; i++) {
+    const d = buf.readInt16BE(start + 8 + 2 * i);
+    const s = i === 0 && i <= weight ? String(d) : String(d).padStart(4, '0');
+    if (i <= weight) int += s; else frac += s;
+  }
+  for (let i = ndigits; i <= weight; i++) int += '0000';
+  if (weight < -1) frac = '0000'.repeat(-1 - weight) + frac;
+  return (sign === 0x4000 ? '-' : '') + (int || '0') + (frac ? '.' + frac : '');
 }
 
 /** Reads a DataRow's values as strings for the recording (binary values as \x hex). */
@@ -137,44 +206,33 @@ export function rowValues(buf: Buffer, start: number, end: number, formats: read
   return vals;
 }
 
-const KEY_DETAIL = /^Key \((.*)\)=\((.*)\)(.*)$/s;
-const FAILING_ROW = /^Failing row contains \(/;
-
 /** Masks ErrorResponse / NoticeResponse texts; null when unchanged. */
-export function maskErrorMessage(buf: Buffer, start: number, end: number, mask: MaskFns, counter: { masked: number }): Buffer | null {
+export function maskErrorMessage(buf: Buffer, start: number, end: number, mask: MaskFns, counter: MaskCounter): Buffer | null {
   const fields = parseErrorFields(buf, start, end);
   let changed = false;
   for (const f of fields) {
     const [code, value] = f;
     // M message, D detail, H hint, W context, q internal query
     if (code !== 0x4d && code !== 0x44 && code !== 0x48 && code !== 0x57 && code !== 0x71) continue;
-    let v = value;
-    if (code === 0x44 && mask.columnRules) {
-      const k = KEY_DETAIL.exec(v);
-      if (k && k[1].split(',').some((c) => mask.columnMatches(c.trim().replace(/^"|"$/g, '')))) v = `Key (${k[1]})=(masked)${k[3]}`;
-      else if (FAILING_ROW.test(v)) v = 'Failing row contains (masked).';
-    }
-    v = mask.text(v);
-    if (v !== value) { f[1] = v; changed = true; counter.masked++; }
+    const v = mask.text(value, counter);
+    if (v !== value) { f[1] = v; changed = true; }
   }
   return changed ? buildErrorFields(buf[start], fields) : null;
 }
 
-export function maskNotification(buf: Buffer, start: number, end: number, mask: MaskFns, counter: { masked: number }): Buffer | null {
+export function maskNotification(buf: Buffer, start: number, end: number, mask: MaskFns, counter: MaskCounter): Buffer | null {
   const pid = buf.readInt32BE(start + 5);
   const [channel, p] = readCString(buf, start + 9, end);
   const [payload] = readCString(buf, p, end);
-  const m = mask.text(payload);
+  const m = mask.text(payload, counter);
   if (m === payload) return null;
-  counter.masked++;
   return buildNotification(pid, channel, m);
 }
 
 /** Masks one CopyData message of a text/csv COPY TO STDOUT; null when unchanged. */
-export function maskCopyData(buf: Buffer, start: number, end: number, columnsMasked: boolean[] | null, mask: MaskFns, counter: { masked: number }): Buffer | null {
+export function maskCopyData(buf: Buffer, start: number, end: number, columnsMasked: boolean[] | null, format: CopyFormat, mask: MaskFns, counter: MaskCounter): Buffer | null {
   const line = buf.toString('utf8', start + 5, end);
-  const m = mask.copyLine(line, columnsMasked);
+  const m = mask.copyLine(line, columnsMasked, format, counter);
   if (m === line) return null;
-  counter.masked++;
   return buildMessage(B.CopyData, Buffer.from(m, 'utf8'));
 }

@@ -7,6 +7,11 @@ import type { ConnectionConfig } from '../../config/schema.ts';
 
 export type Verdict = { action: 'allow' } | { action: 'deny' | 'review'; rule: string; message: string };
 export type Derivation = Array<'masked' | 'plain' | 'unknown'>;
+/** judges a simple Query text or a Parse (with its statement name: SQL EXECUTE can run it) */
+export type Judge = (sql: string, statementName?: string) => Verdict;
+
+/** Counts masked values (added to the session's stats). */
+export interface MaskCounter { masked: number }
 
 /** Masking bound to one connection's rules. */
 export interface MaskFns {
@@ -15,17 +20,21 @@ export interface MaskFns {
   /** there are content detectors */
   readonly detectors: boolean;
   columnMatches(name: string): boolean;
-  /** replacement for a whole masked value; null = send SQL NULL (non-text types) */
+  /** replacement for a whole masked value; null = send SQL NULL (types no mask parses as) */
   wholeValue(value: string, typeOid: number): string | null;
-  /** detectors on one value; the same string instance when nothing matched */
-  content(value: string): string;
-  text(text: string): string;
-  copyLine(line: string, columnsMasked: boolean[] | null): string;
+  /** detectors on one text-format value of type `typeOid`; same instance when unchanged, null = NULL */
+  value(value: string, typeOid: number, counter: MaskCounter): string | null;
+  /** detectors on free text (also masks values quoted in error details); same instance when unchanged */
+  text(text: string, counter?: MaskCounter): string;
+  /** one COPY TO STDOUT row */
+  copyLine(line: string, columnsMasked: boolean[] | null, format: CopyFormat, counter: MaskCounter): string;
 }
+
+export interface CopyFormat { csv: boolean; delimiter?: string; null?: string }
 
 export interface Policy {
   /** one judge per client connection (the guardrail session keeps its own cache) */
-  newJudge(): ((sql: string) => Verdict) | null;
+  newJudge(): Judge | null;
   mask: MaskFns | null;
   /** per output column of the statement's last result: derived from a masked column or not */
   derive(sql: string): Derivation | null;
@@ -53,13 +62,15 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
     const m = masking.compileMasking(mcfg);
     if (m.active) {
       mask = {
-        columnRules: mcfg.columns.length > 0,
-        detectors: mcfg.detectors.length > 0,
+        columnRules: m.hasColumnRules,
+        detectors: m.hasDetectors,
         columnMatches: (name) => masking.columnMatches(m, name),
         wholeValue: (value, typeOid) => masking.maskWholeValue(value, typeOid),
-        content: (value) => masking.maskContent(m, value),
-        text: (text) => masking.maskText(m, text),
-        copyLine: (line, cols) => masking.maskCopyLine(m, line, cols),
+        value: (value, typeOid, counter) => masking.maskValue(m, value, typeOid, counter),
+        text: (text, counter) => masking.maskText(m, text, counter),
+        copyLine: (line, cols, f, counter) => f.csv
+          ? masking.maskCsvLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter)
+          : masking.maskCopyLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter),
       };
     }
   }
@@ -72,12 +83,12 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
       const rules = guardrails.compileGuardrails(g);
       newJudge = () => {
         const session = new guardrails.GuardrailSession(rules);
-        return (sql) => session.judge(sql) as Verdict;
+        return (sql, statementName) => session.judge(sql, statementName);
       };
     }
     if (mask?.columnRules) {
       const isMasked = mask.columnMatches;
-      derive = (sql) => guardrails.outputDerivation(sql, isMasked) as Derivation | null;
+      derive = (sql) => guardrails.outputDerivation(sql, isMasked);
     }
   }
   return { newJudge, mask, derive };

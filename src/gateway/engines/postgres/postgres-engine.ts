@@ -31,7 +31,7 @@ import {
 import { Outbox } from './outbox.ts';
 import { loginToTarget, TargetLoginError, type TargetSession } from './target-login.ts';
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
-import { loadPolicy, type Derivation, type Policy, type Verdict } from './policy.ts';
+import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Verdict } from './policy.ts';
 import { Catalog } from './catalog.ts';
 import { buildShape, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
 
@@ -72,6 +72,7 @@ interface Result {
   truncated: boolean;
   // COPY TO STDOUT
   copyMasked: boolean[] | null;
+  copyFormat: CopyFormat;
   copyRefused: boolean;
 }
 
@@ -97,11 +98,22 @@ function newOp(kind: OpKind): Op {
   return { kind, text: '', t0: 0, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
 }
 
+const TEXT_COPY: CopyFormat = { csv: false };
+
 function newResult(): Result {
-  return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyRefused: false };
+  return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyFormat: TEXT_COPY, copyRefused: false };
 }
 
 const COPY_RELATION = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout\b/i;
+
+/** COPY's output options from the statement text (FORMAT csv / CSV, DELIMITER, NULL). */
+function copyFormat(text: string): CopyFormat {
+  const tail = text.replace(/^[\s\S]*\bto\s+stdout\b/i, '');
+  const csv = /\bcsv\b/i.test(tail);
+  const delim = /\bdelimiter\s+(?:as\s+)?E?'((?:[^']|'')+)'/i.exec(tail)?.[1];
+  const nul = /\bnull\s+(?:as\s+)?E?'((?:[^']|'')*)'/i.exec(tail)?.[1];
+  return { csv, delimiter: delim?.replace(/''/g, "'"), null: nul?.replace(/''/g, "'") };
+}
 
 type Phase = 'startup' | 'login' | 'ready' | 'closed';
 
@@ -119,7 +131,7 @@ class PostgresEngine implements Engine {
   private readonly onParsed = (m: BackendMessage) => { this.parsed = m; };
 
   private policy: Policy | null = null;
-  private judge: ((sql: string) => Verdict) | null = null;
+  private judge: Judge | null = null;
   private catalog: Catalog | null = null;
   private readonly derivations = new Map<string, Derivation | null>();
 
@@ -229,7 +241,7 @@ class PostgresEngine implements Engine {
       case F.FunctionCall:
         if (this.judge) {
           // a fast-path function call carries no SQL to judge: deny rather than wave it through
-          this.block('simple', '', { action: 'deny', rule: 'function_call', message: 'hoopctl: fast-path function calls are not allowed on a connection with guardrails' });
+          this.block('simple', '', { rule: 'function_call', message: 'hoopctl: fast-path function calls are not allowed on a connection with guardrails' });
           return;
         }
         this.ops.push(Object.assign(newOp('function'), { text: '<function call>', t0: performance.now() }));
@@ -293,7 +305,7 @@ class PostgresEngine implements Engine {
 
   private onParse(buf: Buffer, start: number, end: number): void {
     const p = parseParse(buf, start, end);
-    const verdict = this.judge ? this.judge(p.text) : null;
+    const verdict = this.judge ? this.judge(p.text, p.statement || undefined) : null;
     if (verdict && verdict.action !== 'allow') {
       this.decide('extended', p.text, verdict, buf, start, end, p.statement);
       return;
@@ -350,8 +362,8 @@ class PostgresEngine implements Engine {
   /** A statement the guardrails did not allow outright: deny it, or hold it for review. */
   private decide(mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, buf: Buffer, start: number, end: number, stmtName = ''): void {
     if (verdict.action === 'deny' || !this.ctx.requestReview) {
-      const v = verdict.action === 'deny' ? verdict : { ...verdict, message: `hoopctl: statement needs review under guardrail "${verdict.rule}", and this session cannot ask for one` };
-      this.block(mode, text, v);
+      const message = verdict.action === 'deny' ? verdict.message : `hoopctl: statement needs review under guardrail "${verdict.rule}", and this session cannot ask for one`;
+      this.block(mode, text, { rule: verdict.rule, message });
       return;
     }
     // hold this and every later client message until the review is decided
@@ -373,7 +385,7 @@ class PostgresEngine implements Engine {
       if (mode === 'simple') this.sendQuery(text, buf, start, end);
       else this.sendParse(stmtName, text, buf, start, end);
     } else {
-      this.block(mode, text, { action: 'deny', rule: verdict.rule, message: `hoopctl: statement rejected in review (guardrail "${verdict.rule}")` });
+      this.block(mode, text, { rule: verdict.rule, message: `hoopctl: statement rejected in review (guardrail "${verdict.rule}")` });
     }
     this.clientHeld.review = false;
     try {
@@ -710,7 +722,7 @@ class PostgresEngine implements Engine {
         const res = op?.res;
         if (mask && res) {
           if (res.copyRefused) return;
-          const m = maskCopyData(buf, start, end, res.copyMasked, mask, this.maskCounter);
+          const m = maskCopyData(buf, start, end, res.copyMasked, res.copyFormat, mask, this.maskCounter);
           this.takeMaskCount();
           if (m) { out.push(m); return; }
         }
@@ -800,6 +812,7 @@ class PostgresEngine implements Engine {
 
   private planCopy(op: Op, res: Result, ncols: number): void {
     const mask = this.policy!.mask!;
+    res.copyFormat = copyFormat(op.text);
     if (!mask.columnRules) return;
     const d = this.derivation(op.text);
     if (d && d.length === ncols) { res.copyMasked = d.map((x) => x === 'masked'); return; }

@@ -76,8 +76,9 @@ function sliceStatement(sql: string, loc: number, len: number): string {
 }
 
 /**
- * The text deny_patterns are matched against: comments removed, every run of whitespace or
- * comments between two tokens collapsed to one space, quoted identifiers decoded (so
+ * The text deny_patterns are matched against: comments removed, whitespace and comments
+ * between two words collapsed to one space and dropped next to punctuation and operators
+ * (`select pg_read_file('x') from t`), quoted identifiers decoded (so
  * `"pg_read_file"` and `U&"pg\005fread_file"` read as pg_read_file), lowercased. Built from
  * PostgreSQL's own scanner so it splits tokens exactly as the server does. Offsets from the
  * scanner are byte offsets, so the text is handled as UTF-8 bytes.
@@ -93,14 +94,22 @@ export function normalizeForPatterns(sql: string): string {
   const buf = Buffer.from(sql, 'utf8');
   const parts: string[] = [];
   let prevEnd = -1;
+  let prevWordy = false;
   for (const t of tokens) {
     if (t.tokenName === 'SQL_COMMENT' || t.tokenName === 'C_COMMENT') continue;
-    if (prevEnd >= 0 && t.start > prevEnd) parts.push(' ');
-    parts.push(decodeIdentifier(buf.subarray(t.start, t.end).toString('utf8')));
+    const text = buf.subarray(t.start, t.end).toString('utf8');
+    const wordy = WORDY.test(text);
+    if (prevEnd >= 0 && t.start > prevEnd && wordy && prevWordy) parts.push(' ');
+    parts.push(decodeIdentifier(text));
     prevEnd = t.end;
+    prevWordy = wordy;
   }
   return parts.join('').toLowerCase();
 }
+
+// Tokens that need a separating space from a neighbouring one of the same kind; punctuation
+// and operators never do, so `pg_read_file ( 'x' )` normalizes to `pg_read_file('x')`.
+const WORDY = /^[\p{L}\p{N}_$'"]/u;
 
 function decodeIdentifier(tok: string): string {
   if (tok.startsWith('"') && tok.endsWith('"') && tok.length >= 2) return tok.slice(1, -1).replace(/""/g, '"');

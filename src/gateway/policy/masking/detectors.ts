@@ -15,8 +15,13 @@
 
 export interface MaskCounter { masked: number }
 
-/** Replaces each match for which `fn` returns a string; same instance back when none did. */
-function replaceMatches(s: string, re: RegExp, fn: (m: RegExpExecArray) => string | null, counter: MaskCounter | undefined): string {
+/**
+ * Replaces each match for which `fn` returns a string; same instance back when none did.
+ * With `retry`, a rejected match is searched again from its second character: the regexes
+ * leave their left-boundary check to `fn` (a lookbehind evaluated at every position costs
+ * several times more), so a rejected match may hide a valid one that starts inside it.
+ */
+function replaceMatches(s: string, re: RegExp, fn: (m: RegExpExecArray) => string | null, counter: MaskCounter | undefined, retry = false): string {
   re.lastIndex = 0;
   let m = re.exec(s);
   if (m === null) return s;
@@ -29,7 +34,7 @@ function replaceMatches(s: string, re: RegExp, fn: (m: RegExpExecArray) => strin
       out += s.slice(last, m.index) + rep;
       last = m.index + m[0].length;
       n++;
-    }
+    } else if (retry && rep === null) re.lastIndex = m.index + 1;
     if (m[0].length === 0) re.lastIndex++;
     m = re.exec(s);
   }
@@ -138,8 +143,6 @@ export function isCardNumber(digits: string): boolean {
   return luhnValid(digits);
 }
 
-const DIGIT_RUN = /\d+(?:[ -]\d+)*/g;
-
 function maskCardRun(run: string): string | null {
   // groups as [start, end) offsets into run
   const starts: number[] = [];
@@ -177,18 +180,51 @@ function maskCardRun(run: string): string | null {
   return out;
 }
 
+/** `4111 1111 1111 1111` → `**** **** **** 1111` */
 export function maskCards(s: string, counter?: MaskCounter): string {
-  return replaceMatches(s, DIGIT_RUN, (m) => (m[0].length < 13 ? null : maskCardRun(m[0])), counter);
+  // hand-written run scanner: the same as /\d+(?:[ -]\d+)*/g without a match object per run
+  let out = '';
+  let last = 0;
+  let n = 0;
+  let i = 0;
+  const len = s.length;
+  while (i < len) {
+    if (!isDigit(s.charCodeAt(i))) { i++; continue; }
+    const start = i;
+    let digits = 0;
+    for (;;) {
+      while (i < len && isDigit(s.charCodeAt(i))) { i++; digits++; }
+      const c = s.charCodeAt(i);
+      if ((c === 32 || c === 45) && i + 1 < len && isDigit(s.charCodeAt(i + 1))) { i++; continue; }
+      break;
+    }
+    if (digits < 13) continue;
+    const masked = maskCardRun(s.slice(start, i));
+    if (masked !== null) {
+      out += s.slice(last, start) + masked;
+      last = i;
+      n++;
+    }
+  }
+  if (n === 0) return s;
+  if (counter) counter.masked += n;
+  return out + s.slice(last);
 }
 
 // ---------------------------------------------------------------------------------------------
 // ssn: only the dashed form ddd-dd-dddd, not inside a longer dash/digit chain.
 
-const SSN = /(?<!\d-?)\d{3}-\d{2}-\d{4}(?!-?\d)/g;
+const SSN = /\d{3}-\d{2}-\d{4}(?!-?\d)/g;
+
+/** True when the text before `at` ends in a digit, or in a digit and a dash. */
+function afterDigit(s: string, at: number, joiner: number): boolean {
+  const p = s.charCodeAt(at - 1);
+  return isDigit(p) || (p === joiner && isDigit(s.charCodeAt(at - 2)));
+}
 
 /** `123-45-6789` → `***-**-6789` */
 export function maskSsns(s: string, counter?: MaskCounter): string {
-  return replaceMatches(s, SSN, (m) => `***-**-${m[0].slice(7)}`, counter);
+  return replaceMatches(s, SSN, (m) => (afterDigit(s, m.index, 45) ? null : `***-**-${m[0].slice(7)}`), counter, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,14 +232,21 @@ export function maskSsns(s: string, counter?: MaskCounter): string {
 // `(555) 123-4567` / `555-123-4567`, and national numbers with a trunk `0` in consistently
 // separated groups (`020 7946 0958`, `06 12 34 56 78`). Bare digit runs are never phones.
 
+// left boundaries are checked in phoneCandidate: not after a digit ('+' numbers: nor after
+// '+'; trunk-0 numbers: nor after ':' or '.', which would make them part of a time or decimal)
 const PHONE = new RegExp([
-  String.raw`(?<![\d+])\+\d[\d ().-]{5,30}\d`,
-  String.raw`(?<!\d)(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\d)`,
-  String.raw`(?<![\d:.])0\d{1,4}([ ./-])\d{2,8}(?:\1\d{2,8}){0,4}(?![\d:]|[./-]\d)`,
+  String.raw`\+\d[\d ().-]{5,30}\d`,
+  String.raw`(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\d)`,
+  String.raw`0\d{1,4}([ ./-])\d{2,8}(?:\1\d{2,8}){0,4}(?![\d:]|[./-]\d)`,
 ].join('|'), 'g');
 const DOUBLE_SEP = /[ .-]{2}|\(\)|[ .-]\)/;
 
-function phoneCandidate(span: string): string | null {
+function phoneCandidate(s: string, m: RegExpExecArray): string | null {
+  const span = m[0];
+  const before = s.charCodeAt(m.index - 1);
+  if (isDigit(before)) return null;
+  if (span.charCodeAt(0) === 43 && before === 43) return null;
+  if (m[1] !== undefined && (before === 58 || before === 46)) return null;
   let cand = span;
   if (span.charCodeAt(0) === 43) {
     // international: cut at junk such as `--`, then end on a digit again
@@ -227,25 +270,25 @@ function phoneCandidate(span: string): string | null {
 
 /** `+1 (555) 123-4567` → `+* (***) ***-**67`: every digit but the last two. */
 export function maskPhones(s: string, counter?: MaskCounter): string {
-  return replaceMatches(s, PHONE, (m) => phoneCandidate(m[0]), counter);
+  return replaceMatches(s, PHONE, (m) => phoneCandidate(s, m), counter, true);
 }
 
 // ---------------------------------------------------------------------------------------------
 // ipv4: four dotted octets 0-255, not part of a longer dotted number (versions like 1.2.3.4.5).
 
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
-const IPV4 = new RegExp(`(?<!\\d\\.?)${OCTET}(?:\\.${OCTET}){3}(?!\\.?\\d)`, 'g');
+const IPV4 = new RegExp(`${OCTET}(?:\\.${OCTET}){3}(?!\\.?\\d)`, 'g');
 
 /** `10.1.2.3` → `10.*.*.*` */
 export function maskIpv4s(s: string, counter?: MaskCounter): string {
-  return replaceMatches(s, IPV4, (m) => `${m[0].slice(0, m[0].indexOf('.'))}.*.*.*`, counter);
+  return replaceMatches(s, IPV4, (m) => (afterDigit(s, m.index, 46) ? null : `${m[0].slice(0, m[0].indexOf('.'))}.*.*.*`), counter, true);
 }
 
 // ---------------------------------------------------------------------------------------------
 // iban: country code, 2 check digits, 11-30 alphanumerics, compact or in groups of 4, and a
 // valid ISO 7064 mod-97 checksum.
 
-const IBAN = /(?:(?<![A-Za-z0-9])|(?<=\\[a-z]))[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,3})?)(?![A-Za-z0-9])/g;
+const IBAN = /[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,3})?)(?![A-Za-z0-9])/g;
 
 export function ibanValid(compact: string): boolean {
   if (compact.length < 15 || compact.length > 34) return false;
@@ -284,6 +327,13 @@ export function maskIbans(s: string, counter?: MaskCounter): string {
   let last = 0;
   let n = 0;
   while (m !== null) {
+    // left boundary: not inside a longer word, except right after a `\n`-style escape
+    const b = m.index;
+    if (b > 0 && isAsciiAlnum(s.charCodeAt(b - 1)) && !(s.charCodeAt(b - 2) === 92 && b >= 2)) {
+      IBAN.lastIndex = b + 1;
+      m = IBAN.exec(s);
+      continue;
+    }
     let cand = m[0];
     // a spaced IBAN may have swallowed a following 4-letter word: drop trailing groups
     while (!ibanValid(cand.replaceAll(' ', ''))) {
@@ -296,7 +346,7 @@ export function maskIbans(s: string, counter?: MaskCounter): string {
       last = m.index + cand.length;
       IBAN.lastIndex = last;
       n++;
-    }
+    } else IBAN.lastIndex = b + 1;
     m = IBAN.exec(s);
   }
   if (n === 0) return s;

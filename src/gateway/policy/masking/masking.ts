@@ -90,23 +90,38 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
   const c = m as Compiled;
   // the shortest detectable values are `a@b.co` and `1.1.1.1`
   if (!c.hasDetectors || value.length < 6) return value;
+  // one pass of counts decides which detectors could match at all
   let digits = 0;
+  let letters = 0;
   let dots = 0;
+  let dashes = 0;
   let at = false;
-  for (let i = 0; i < value.length; i++) {
+  let keyValue = false;
+  let run = 0; // current run of [A-Za-z0-9_]
+  let maxRun = 0;
+  const len = value.length;
+  for (let i = 0; i < len; i++) {
     const ch = value.charCodeAt(i);
-    if (ch <= 57) {
-      if (ch >= 48) digits++;
-      else if (ch === 46) dots++;
-    } else if (ch === 64) at = true;
+    if (ch >= 48 && ch <= 57) { digits++; run++; continue; }
+    const lower = ch | 32;
+    if (lower >= 97 && lower <= 122) { letters++; run++; continue; }
+    if (ch === 95) { run++; continue; }
+    if (run > maxRun) maxRun = run;
+    run = 0;
+    if (ch === 64) at = true;
+    else if (ch === 46) dots++;
+    else if (ch === 45) dashes++;
+    else if (ch === 61 || ch === 58) keyValue = true;
   }
+  if (run > maxRun) maxRun = run;
   // order matters: secrets first (a URL password looks like an email's local part), IBAN
   // before cards (its digits can pass Luhn), SSN before phone (`012-34-5678` fits both)
   let out = value;
-  if (c.secret && value.length >= 10) out = maskSecrets(out, counter);
-  if (c.iban && digits >= 2 && value.length >= 15) out = maskIbans(out, counter);
+  // every token format has a 16+ character word; key=value, URLs and PEM blocks have = : or -----
+  if (c.secret && len >= 10 && (maxRun >= 16 || (keyValue && letters >= 3) || dashes >= 5)) out = maskSecrets(out, counter);
+  if (c.iban && digits >= 2 && letters >= 2 && len >= 15) out = maskIbans(out, counter);
   if (c.card && digits >= 13) out = maskCards(out, counter);
-  if (c.ssn && digits >= 9) out = maskSsns(out, counter);
+  if (c.ssn && digits >= 9 && dashes >= 2) out = maskSsns(out, counter);
   if (c.phone && digits >= 8) out = maskPhones(out, counter);
   if (c.ipv4 && digits >= 4 && dots >= 3) out = maskIpv4s(out, counter);
   if (c.email && at) out = maskEmails(out, counter);
