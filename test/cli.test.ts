@@ -49,9 +49,9 @@ test('unknown command and bad option are usage errors (exit 2)', () => {
 });
 
 test('gateway unreachable: exit 7 with a hint', () => {
-  const r = hoop(['login', '--client-credentials', '--gateway', 'http://127.0.0.1:9'], { HOOP_CLIENT_ID: 'x', HOOP_CLIENT_SECRET: 'y', HOOP_CONFIG_DIR: mkdtempSync(join(tmpdir(), 'hoop-cli-')) });
+  const r = hoop(['login', '--client-credentials', '--gateway', 'http://127.0.0.1:65534'], { HOOP_CLIENT_ID: 'x', HOOP_CLIENT_SECRET: 'y', HOOP_CONFIG_DIR: mkdtempSync(join(tmpdir(), 'hoop-cli-')) });
   assert.equal(r.code, 7);
-  assert.match(r.stderr, /gateway http:\/\/127\.0\.0\.1:9 unreachable: ECONNREFUSED\n\s+is the gateway running\?/);
+  assert.match(r.stderr, /gateway http:\/\/127\.0\.0\.1:65534 unreachable: ECONNREFUSED\n\s+is the gateway running\?/);
 });
 
 test('completion scripts are generated from the program and match completions/', () => {

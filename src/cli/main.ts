@@ -12,6 +12,8 @@ export function buildProgram(): Command {
     .description('Access gateway and CLI without standing credentials: log in, lease a connection, connect through the gateway.')
     .version(VERSION, '-v, --version')
     .showSuggestionAfterError()
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
     .addHelpText('after', `\nEnvironment: HOOP_GATEWAY, HOOP_TOKEN, HOOP_CLIENT_ID/HOOP_CLIENT_SECRET, HOOP_CONFIG_DIR, NO_COLOR\n\n${exitCodeTable}`)
     .hook('preAction', (_this, action) => {
       out.json = Boolean(action.opts().json);
@@ -97,8 +99,6 @@ export function buildProgram(): Command {
 
 export async function main(argv = process.argv): Promise<void> {
   const program = buildProgram();
-  program.exitOverride();
-  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   try {
     await program.parseAsync(argv);
   } catch (err) {

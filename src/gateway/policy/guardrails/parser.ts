@@ -41,6 +41,8 @@ export function parseSql(sql: string): ParseOutcome {
   const hit = parseCache.get(sql);
   if (hit) return hit;
   assertReady();
+  // An empty Query is legal (the server answers EmptyQueryResponse); libpg-query rejects ''.
+  if (sql === '') return { ok: true, stmts: [] };
   let out: ParseOutcome;
   try {
     const tree = parseSync(sql) as unknown as { stmts?: Array<{ stmt: PgNode; stmt_location?: number; stmt_len?: number }> };
