@@ -39,7 +39,7 @@ export class GatewayClient {
     const hint = json.hint as string | undefined;
     const details = json;
     if (res.status === 401) throw new AuthError(code, message, { details });
-    if (res.status === 403) throw new AccessDenied(message, { code, hint, details });
+    if (res.status === 403 || res.status === 409) throw new AccessDenied(message, { code, hint, details });
     if (res.status === 404) throw new NotFound(message, { hint, details });
     if (res.status === 400 || res.status === 413) throw new UsageError(message, { hint, details });
     throw new HoopError(code, message, { status: res.status, hint, details, expose: true, exit: res.status >= 500 ? 7 : 1 });

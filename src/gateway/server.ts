@@ -17,6 +17,7 @@ import { TunnelTokens } from './session/tunnel-token.ts';
 import { createApi, sendJson } from './api.ts';
 import { createTunnelUpgrade } from './transport/tunnel-upgrade.ts';
 import { createTokenVerifier } from './auth/verify.ts';
+import type { DevIdp } from './idp/dev-idp.ts';
 import { CloseCode } from '../shared/ws-duplex.ts';
 
 export interface Gateway {
@@ -45,14 +46,15 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
     server.listen(port, host, res);
   });
 
-  let devIdp: { issuer: string; handle(req: http.IncomingMessage, res: http.ServerResponse): void; close(): Promise<void> } | undefined;
+  let devIdp: DevIdp | undefined;
   if (cfg.auth.issuer === 'dev') {
     const { createDevIdp } = await import('./idp/dev-idp.ts');
     const storeFile = cfg.store.startsWith('sqlite:') && cfg.store !== 'sqlite::memory:' ? resolve(cfg.baseDir, cfg.store.slice(7)) : undefined;
     devIdp = await createDevIdp(cfg, { keysFile: storeFile ? resolve(dirname(storeFile), 'dev-idp-keys.json') : undefined });
   }
   const issuer = devIdp?.issuer ?? (cfg.auth.issuer as string);
-  const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim });
+  // dev tokens are checked against the embedded IdP's keys in-process (no HTTP to our own public_url)
+  const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks });
   const tunnelTokens = await TunnelTokens.open(store, cfg.public_url);
   const api = createApi({ cfg, issuer, store, leases, tunnelTokens, verifier, log });
   const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, log, tunnelTokens });

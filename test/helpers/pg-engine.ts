@@ -3,6 +3,7 @@
  * hands it in production), with a real EngineContext whose record/audit calls are collected.
  */
 import net from 'node:net';
+import { execFile } from 'node:child_process';
 import { pino } from 'pino';
 import { configSchema, type ConnectionConfig } from '../../src/gateway/config/schema.ts';
 import { postgresEngine } from '../../src/gateway/engines/postgres/postgres-engine.ts';
@@ -29,6 +30,8 @@ export interface GatewayOptions {
   recording?: Record<string, unknown>;
   password?: string;
   requestReview?: EngineContext['requestReview'];
+  /** benchmarks: do not keep recorded events */
+  discardEvents?: boolean;
 }
 
 export async function startGateway(pg: PgCluster, opts: GatewayOptions = {}): Promise<TestGateway> {
@@ -63,7 +66,7 @@ export async function startGateway(pg: PgCluster, opts: GatewayOptions = {}): Pr
         s.once('connect', () => { s.removeAllListeners('error'); resolve(s); });
         s.once('error', reject);
       }),
-      record: (e) => { events.push(e); },
+      record: (e) => { if (!opts.discardEvents) events.push(e); },
       audit: (type, data) => { audits.push({ type, data }); },
       signal: abort.signal,
       ...(opts.requestReview ? { requestReview: opts.requestReview } : {}),
@@ -87,4 +90,16 @@ export async function startGateway(pg: PgCluster, opts: GatewayOptions = {}): Pr
       await Promise.all(sessions.map((s) => s.done));
     },
   };
+}
+
+export interface PsqlResult { code: number; stdout: string; stderr: string }
+
+/** Runs real psql against the test gateway (never prompts for a password: the lease is the login). */
+export function psqlVia(port: number, sql: string | string[], opts: { db?: string; user?: string; args?: string[]; env?: Record<string, string> } = {}): Promise<PsqlResult> {
+  const cmds = (Array.isArray(sql) ? sql : [sql]).flatMap((s) => ['-c', s]);
+  return new Promise((resolve) => {
+    execFile('psql', ['-XAtw', '-h', '127.0.0.1', '-p', String(port), '-U', opts.user ?? 'someone', '-d', opts.db ?? 'whatever', ...(opts.args ?? []), ...cmds],
+      { env: { ...process.env, PGCONNECT_TIMEOUT: '10', PGPASSWORD: '', ...opts.env }, timeout: 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }));
+  });
 }

@@ -51,12 +51,12 @@ export class LeaseService {
   connection(name: string, caller: Caller): ConnectionConfig {
     const conn = this.#cfg.connections.find((c) => c.name === name);
     if (!conn || !mayUse(conn, caller)) {
+      // a connection outside the caller's groups is reported as unknown: names are not disclosed
       const allowed = this.#cfg.connections.filter((c) => mayUse(c, caller)).map((c) => c.name);
-      const msg = conn ? `access to connection "${name}" denied: it is open to groups ${conn.access.groups.join(', ')}, you are in ${caller.groups.join(', ') || 'no groups'}`
-        : `unknown connection "${name}"`;
-      throw conn
-        ? new AccessDenied(msg, { details: { connections: allowed } })
-        : new NotFound(msg, { hint: allowed.length ? `connections you may use: ${allowed.join(', ')}` : 'you may not use any connection; ask an admin to add your group', details: { connections: allowed } });
+      throw new NotFound(`unknown connection "${name}"`, {
+        hint: allowed.length ? `connections you may use: ${allowed.join(', ')}` : 'you may not use any connection; ask an admin to add your group',
+        details: { connections: allowed },
+      });
     }
     return conn;
   }

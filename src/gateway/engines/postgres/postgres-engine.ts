@@ -33,7 +33,7 @@ import { loginToTarget, TargetLoginError, type TargetSession } from './target-lo
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
 import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Verdict } from './policy.ts';
 import { Catalog } from './catalog.ts';
-import { buildShape, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
+import { buildShape, mapDerivation, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
 
 /** largest message accepted from a client (CopyData chunks, Bind with big parameters) */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -104,6 +104,7 @@ function newResult(): Result {
   return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyFormat: TEXT_COPY, copyRefused: false };
 }
 
+const COPY_QUERY = /^\s*copy\s*\(([\s\S]*)\)\s*to\s+stdout\b/i;
 const COPY_RELATION = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout\b/i;
 
 /** COPY's output options from the statement text (FORMAT csv / CSV, DELIMITER, NULL). */
@@ -134,6 +135,8 @@ class PostgresEngine implements Engine {
   private judge: Judge | null = null;
   private catalog: Catalog | null = null;
   private readonly derivations = new Map<string, Derivation | null>();
+  /** simple-query text → its last RowDescription and mask plan */
+  private readonly shapeCache = new Map<string, { t: Buffer; fields: Field[]; shape: ResultShape }>();
 
   private readonly ops: Op[] = [];
   private readonly stmts = new Map<string, StmtInfo>();
@@ -148,6 +151,8 @@ class PostgresEngine implements Engine {
   private readonly maxRowsPerStatement: number;
   private sessionRowsLeft: number;
   private readonly maskCounter = { masked: 0 };
+  private lastT: Buffer | null = null;
+  private lastTNames: string[] = [];
 
   private clientHeld = { login: false, review: false, drain: false };
   private targetHeld = { lookup: false, drain: false };
@@ -362,7 +367,7 @@ class PostgresEngine implements Engine {
   /** A statement the guardrails did not allow outright: deny it, or hold it for review. */
   private decide(mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, buf: Buffer, start: number, end: number, stmtName = ''): void {
     if (verdict.action === 'deny' || !this.ctx.requestReview) {
-      const message = verdict.action === 'deny' ? verdict.message : `hoopctl: statement needs review under guardrail "${verdict.rule}", and this session cannot ask for one`;
+      const message = verdict.action === 'deny' ? `hoopctl: ${verdict.message}` : `hoopctl: ${verdict.message} (guardrail "${verdict.rule}"), and this session cannot ask for a review`;
       this.block(mode, text, { rule: verdict.rule, message });
       return;
     }
@@ -619,6 +624,14 @@ class PostgresEngine implements Engine {
           const res = op.kind === 'simple' ? (op.res = newResult()) : op.res!;
           res.tBuf = buf; res.tStart = start; res.tEnd = end;
           if (mask) {
+            // the same query text with the same RowDescription again: reuse its mask plan
+            const hit = op.kind === 'simple' ? this.shapeCache.get(op.text) : undefined;
+            if (hit && hit.t.equals(buf.subarray(start, end))) {
+              res.fields = hit.fields;
+              res.shape = hit.shape;
+              out.range(buf, start, end);
+              return;
+            }
             res.fields = (this.parseBackend(buf, start, end) as RowDescriptionMessage).fields;
             out.range(buf, start, end);
             this.ensureCatalog(res.fields);
@@ -656,6 +669,10 @@ class PostgresEngine implements Engine {
             if (o.kind !== 'sync') this.recordCompleted(o);
             break;
           }
+          if (o.kind === 'execute') {
+            o.error = 'not executed: an earlier message of the batch failed';
+            this.recordCompleted(o);
+          }
         }
         out.range(buf, start, end);
         this.emitSynthetic();
@@ -673,7 +690,8 @@ class PostgresEngine implements Engine {
         } else out.range(buf, start, end);
         if (op && (op.kind === 'simple' || op.kind === 'function')) {
           op.error = msg;
-          if (op.res) { this.ctx.stats.statements++; op.rows += op.res.rows; this.recordResult(op, op.res); op.res = null; }
+          this.ctx.stats.statements++;
+          if (op.res) { op.rows += op.res.rows; this.recordResult(op, op.res); op.res = null; }
         } else if (op && op.kind !== 'sync' && op.kind !== 'synthetic') {
           // extended protocol: the server skips everything up to the next Sync
           while (ops.length > 0 && ops[0].kind !== 'sync' && !(ops[0].kind === 'synthetic' && ops[0].ready)) {
@@ -774,6 +792,10 @@ class PostgresEngine implements Engine {
     if (op.kind === 'simple') {
       if (!res.fields) return null;
       res.shape = buildShape(res.fields, mask, this.catalog, this.derivation(op.text));
+      if (res.tBuf) {
+        if (this.shapeCache.size >= 500) this.shapeCache.clear();
+        this.shapeCache.set(op.text, { t: Buffer.from(res.tBuf.subarray(res.tStart, res.tEnd)), fields: res.fields, shape: res.shape });
+      }
       return res.shape;
     }
     const portal = op.portal;
@@ -814,8 +836,9 @@ class PostgresEngine implements Engine {
     const mask = this.policy!.mask!;
     res.copyFormat = copyFormat(op.text);
     if (!mask.columnRules) return;
-    const d = this.derivation(op.text);
-    if (d && d.length === ncols) { res.copyMasked = d.map((x) => x === 'masked'); return; }
+    const inner = COPY_QUERY.exec(op.text);
+    const d = mapDerivation(this.derivation(inner ? inner[1] : op.text), ncols);
+    if (d) { res.copyMasked = d.map((x) => x !== 'plain'); return; }
     const m = COPY_RELATION.exec(op.text);
     if (!m || !this.catalog) { res.copyMasked = null; return; }
     const cols = m[2] ? m[2].split(',').map((c) => c.trim().replace(/^"|"$/g, '')) : null;
@@ -858,13 +881,21 @@ class PostgresEngine implements Engine {
     if (!this.recordResults || res.rows === 0) return;
     let columns: string[] | null = null;
     if (res.fields) columns = res.fields.map((f) => f.name);
-    else if (res.tBuf) columns = (this.parseBackend(res.tBuf, res.tStart, res.tEnd) as RowDescriptionMessage).fields.map((f) => f.name);
+    else if (res.tBuf) columns = this.columnNames(res.tBuf.subarray(res.tStart, res.tEnd));
     else {
       const fields = op.portal?.fields ?? op.portal?.stmt.fields;
       if (fields) columns = fields.map((f) => f.name);
     }
     this.ctx.record({ type: 'result.rows', columns, rows: res.rec ?? [], count: res.rows, truncated: res.truncated });
     res.rec = null;
+  }
+
+  /** Column names of a RowDescription; a repeated one (same query again) is not parsed again. */
+  private columnNames(t: Buffer): string[] {
+    if (this.lastT && this.lastT.equals(t)) return this.lastTNames;
+    this.lastTNames = (this.parseBackend(t, 0, t.length) as RowDescriptionMessage).fields.map((f) => f.name);
+    this.lastT = Buffer.from(t);
+    return this.lastTNames;
   }
 
   private recordCompleted(op: Op): void {

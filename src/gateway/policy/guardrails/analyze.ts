@@ -39,7 +39,7 @@ const MAX_DEPTH = 8;
 /** Functions that run a SQL string they are given, with the name they are called by. */
 const SQL_RUNNING_FUNCTIONS = new Set([
   'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema', 'dblink', 'dblink_exec', 'dblink_send_query',
-  'dblink_open', 'ts_stat', 'ts_rewrite',
+  'dblink_open', 'ts_stat', 'ts_rewrite', 'pg_background_launch',
 ]);
 
 class Collector implements RuleContext {

@@ -93,9 +93,9 @@ export class Rules {
     }
     if (withPatterns && this.patterns.length > 0) {
       for (const text of a.texts) {
-        const normalized = normalizeForPatterns(text);
+        const [spaced, compact] = normalizeForPatterns(text);
         for (const re of this.patterns) {
-          if (re.test(text) || re.test(normalized)) {
+          if (re.test(text) || re.test(spaced) || re.test(compact)) {
             return { action: 'deny', rule: 'deny_patterns', message: `blocked by guardrail deny_patterns: the SQL matches /${re.source}/` };
           }
         }

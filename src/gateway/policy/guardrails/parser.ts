@@ -78,39 +78,46 @@ function sliceStatement(sql: string, loc: number, len: number): string {
 }
 
 /**
- * The text deny_patterns are matched against: comments removed, whitespace and comments
- * between two words collapsed to one space and dropped next to punctuation and operators
- * (`select pg_read_file('x') from t`), quoted identifiers decoded (so
- * `"pg_read_file"` and `U&"pg\005fread_file"` read as pg_read_file), lowercased. Built from
- * PostgreSQL's own scanner so it splits tokens exactly as the server does. Offsets from the
- * scanner are byte offsets, so the text is handled as UTF-8 bytes.
+ * The texts deny_patterns are matched against, built from PostgreSQL's own scanner so tokens
+ * split exactly as the server splits them: comments removed, quoted identifiers decoded (so
+ * `"pg_read_file"` and `U&"pg\005fread_file"` read as pg_read_file), lowercased, and
+ * - spaced: every gap between two tokens (whitespace, comments) is one space
+ *   (`select * from t where a = 1`);
+ * - compact: the space is kept only between two words (`select*from t where a=1`,
+ *   `pg_read_file('x')`), so patterns need not guess the spacing around punctuation.
+ * Scanner offsets are UTF-8 byte offsets, so the text is sliced as bytes.
  */
-export function normalizeForPatterns(sql: string): string {
+export function normalizeForPatterns(sql: string): [spaced: string, compact: string] {
   assertReady();
   let tokens;
   try {
     tokens = scanSync(sql).tokens;
   } catch {
-    return sql.replace(/\s+/g, ' ').trim().toLowerCase();
+    const s = sql.replace(/\s+/g, ' ').trim().toLowerCase();
+    return [s, s];
   }
   const buf = Buffer.from(sql, 'utf8');
-  const parts: string[] = [];
+  const spaced: string[] = [];
+  const compact: string[] = [];
   let prevEnd = -1;
   let prevWordy = false;
   for (const t of tokens) {
     if (t.tokenName === 'SQL_COMMENT' || t.tokenName === 'C_COMMENT') continue;
     const text = buf.subarray(t.start, t.end).toString('utf8');
     const wordy = WORDY.test(text);
-    if (prevEnd >= 0 && t.start > prevEnd && wordy && prevWordy) parts.push(' ');
-    parts.push(decodeIdentifier(text));
+    if (prevEnd >= 0 && t.start > prevEnd) {
+      spaced.push(' ');
+      if (wordy && prevWordy) compact.push(' ');
+    }
+    const decoded = decodeIdentifier(text);
+    spaced.push(decoded);
+    compact.push(decoded);
     prevEnd = t.end;
     prevWordy = wordy;
   }
-  return parts.join('').toLowerCase();
+  return [spaced.join('').toLowerCase(), compact.join('').toLowerCase()];
 }
 
-// Tokens that need a separating space from a neighbouring one of the same kind; punctuation
-// and operators never do, so `pg_read_file ( 'x' )` normalizes to `pg_read_file('x')`.
 const WORDY = /^[\p{L}\p{N}_$'"]/u;
 
 function decodeIdentifier(tok: string): string {

@@ -98,6 +98,7 @@ const checks: Record<string, Check> = {
   InsertStmt: (_n, ctx) => ctx.hit('insert', 'INSERT'),
   MergeStmt: mergeCheck,
   GrantStmt: grantCheck,
+  AlterDefaultPrivilegesStmt: (n, ctx) => grantCheck(n.action ?? {}, ctx),
   GrantRoleStmt: grantCheck,
   CopyStmt: (n, ctx) => {
     ctx.hit('copy', n.is_from ? 'COPY FROM' : 'COPY TO');

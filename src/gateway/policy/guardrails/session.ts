@@ -79,7 +79,20 @@ export class GuardrailSessionState {
       bodies = new Map();
       this.#prepared.set(name, bodies);
     }
-    const key = body.steps.length > 0 ? `#${bodies.size}` : `${[...body.hits.keys()].join(',')}|${body.unanalysable ?? ''}|${body.unparseable ?? ''}`;
+    const key = signature(body, bodies.size);
     if (!bodies.has(key)) bodies.set(key, body);
   }
+}
+
+const signatures = new WeakMap<Analysis, string>();
+
+/** Bodies with the same signature get the same verdict, so one of them is enough. */
+function signature(body: Analysis, n: number): string {
+  if (body.steps.length > 0) return `#${n}`; // judged against session state: keep each
+  let s = signatures.get(body);
+  if (s === undefined) {
+    s = `${[...body.hits.keys()].join(',')}|${body.unanalysable ?? ''}|${body.unparseable ?? ''}`;
+    signatures.set(body, s);
+  }
+  return s;
 }

@@ -164,9 +164,9 @@ function maskCardRun(run: string): string | null {
     for (let j = g; j < k; j++) {
       const len = ends[j] - starts[j];
       if (j > g) {
-        // a card is written with one kind of separator and groups of 2-8 digits
+        // a card is written with one kind of separator and groups of at most 8 digits
         if (run[starts[j] - 1] !== run[starts[g + 1] - 1]) break;
-        if (len < 2 || len > 8 || (j === g + 1 && (ends[g] - starts[g] < 2 || ends[g] - starts[g] > 8))) break;
+        if (len > 8 || (j === g + 1 && ends[g] - starts[g] > 8)) break;
       }
       digits += run.slice(starts[j], ends[j]);
       if (digits.length > 19) break;
@@ -191,14 +191,30 @@ export function maskCards(s: string, counter?: MaskCounter): string {
   while (i < len) {
     if (!isDigit(s.charCodeAt(i))) { i++; continue; }
     const start = i;
-    let digits = 0;
+    // can the run hold a card at all: one group of 13-19 digits, or 13+ digits in
+    // consecutive groups of at most 8 digits with one kind of separator (maskCardRun's rules)
+    let possible = false;
+    let chain = 0; // digits in the current chain of groups of at most 8 digits
+    let chainSep = -1; // its separator, -1 while it has one group
+    let prev = 0; // size of the previous group
     for (;;) {
-      while (i < len && isDigit(s.charCodeAt(i))) { i++; digits++; }
+      const gs = i;
+      while (i < len && isDigit(s.charCodeAt(i))) i++;
+      const g = i - gs;
+      if (g >= 13 && g <= 19) possible = true;
+      if (g <= 8) {
+        const sep = gs === start ? -1 : s.charCodeAt(gs - 1);
+        if (chain === 0 || sep === -1) { chain = g; chainSep = -1; }
+        else if (chainSep === -1 || chainSep === sep) { chain += g; chainSep = sep; }
+        else { chain = prev + g; chainSep = sep; } // a new chain from the previous group
+        if (chain >= 13) possible = true;
+      } else chain = 0;
+      prev = g;
       const c = s.charCodeAt(i);
       if ((c === 32 || c === 45) && i + 1 < len && isDigit(s.charCodeAt(i + 1))) { i++; continue; }
       break;
     }
-    if (digits < 13) continue;
+    if (!possible) continue;
     const masked = maskCardRun(s.slice(start, i));
     if (masked !== null) {
       out += s.slice(last, start) + masked;
@@ -214,17 +230,37 @@ export function maskCards(s: string, counter?: MaskCounter): string {
 // ---------------------------------------------------------------------------------------------
 // ssn: only the dashed form ddd-dd-dddd, not inside a longer dash/digit chain.
 
-const SSN = /\d{3}-\d{2}-\d{4}(?!-?\d)/g;
-
 /** True when the text before `at` ends in a digit, or in a digit and a dash. */
 function afterDigit(s: string, at: number, joiner: number): boolean {
   const p = s.charCodeAt(at - 1);
   return isDigit(p) || (p === joiner && isDigit(s.charCodeAt(at - 2)));
 }
 
+function digitsAt(s: string, from: number, count: number): boolean {
+  for (let i = from; i < from + count; i++) if (!isDigit(s.charCodeAt(i))) return false;
+  return true;
+}
+
 /** `123-45-6789` → `***-**-6789` */
 export function maskSsns(s: string, counter?: MaskCounter): string {
-  return replaceMatches(s, SSN, (m) => (afterDigit(s, m.index, 45) ? null : `***-**-${m[0].slice(7)}`), counter, true);
+  // hand scanner from each dash: ddd-dd-dddd, not after a digit or digit-dash, not before one
+  let out = '';
+  let last = 0;
+  let n = 0;
+  let d = s.indexOf('-', 3);
+  while (d >= 0) {
+    const st = d - 3;
+    if (s.charCodeAt(d + 3) === 45 && digitsAt(s, st, 3) && digitsAt(s, d + 1, 2) && digitsAt(s, d + 4, 4)
+      && !afterDigit(s, st, 45) && !isDigit(s.charCodeAt(d + 8)) && !(s.charCodeAt(d + 8) === 45 && isDigit(s.charCodeAt(d + 9)))) {
+      out += `${s.slice(last, st)}***-**-${s.slice(d + 4, d + 8)}`;
+      last = d + 8;
+      n++;
+      d = s.indexOf('-', d + 8);
+    } else d = s.indexOf('-', d + 1);
+  }
+  if (n === 0) return s;
+  if (counter) counter.masked += n;
+  return out + s.slice(last);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,12 +269,11 @@ export function maskSsns(s: string, counter?: MaskCounter): string {
 // separated groups (`020 7946 0958`, `06 12 34 56 78`). Bare digit runs are never phones.
 
 // left boundaries are checked in phoneCandidate: not after a digit ('+' numbers: nor after
-// '+'; trunk-0 numbers: nor after ':' or '.', which would make them part of a time or decimal)
-const PHONE = new RegExp([
-  String.raw`\+\d[\d ().-]{5,30}\d`,
-  String.raw`(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\d)`,
-  String.raw`0\d{1,4}([ ./-])\d{2,8}(?:\1\d{2,8}){0,4}(?![\d:]|[./-]\d)`,
-].join('|'), 'g');
+// '+'); trunk-0 numbers check theirs inline: not after a digit, ':' or '.' (a time or decimal)
+const PHONE_INTL = /\+\d[\d ().-]{5,30}\d/g;
+const PHONE_NANP = /(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\d)/g;
+// the lookbehind sits after the '0' so it runs only at zeros; the lookahead skips dates/times fast
+const PHONE_TRUNK0 = /0(?<![\d:.]0)(?=[\d ./-]{9})\d{1,4}([ ./-])\d{2,8}(?:\1\d{2,8}){0,4}(?![\d:]|[./-]\d)/g;
 const DOUBLE_SEP = /[ .-]{2}|\(\)|[ .-]\)/;
 
 function phoneCandidate(s: string, m: RegExpExecArray): string | null {
@@ -246,7 +281,6 @@ function phoneCandidate(s: string, m: RegExpExecArray): string | null {
   const before = s.charCodeAt(m.index - 1);
   if (isDigit(before)) return null;
   if (span.charCodeAt(0) === 43 && before === 43) return null;
-  if (m[1] !== undefined && (before === 58 || before === 46)) return null;
   let cand = span;
   if (span.charCodeAt(0) === 43) {
     // international: cut at junk such as `--`, then end on a digit again
@@ -270,7 +304,10 @@ function phoneCandidate(s: string, m: RegExpExecArray): string | null {
 
 /** `+1 (555) 123-4567` → `+* (***) ***-**67`: every digit but the last two. */
 export function maskPhones(s: string, counter?: MaskCounter): string {
-  return replaceMatches(s, PHONE, (m) => phoneCandidate(s, m), counter, true);
+  let out = s;
+  if (s.includes('+')) out = replaceMatches(out, PHONE_INTL, (m) => phoneCandidate(out, m), counter, true);
+  out = replaceMatches(out, PHONE_NANP, (m) => phoneCandidate(out, m), counter, true);
+  return replaceMatches(out, PHONE_TRUNK0, (m) => phoneCandidate(out, m), counter, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,7 +421,6 @@ const prefixMask = (v: string): string => `${v.slice(0, 4)}****`;
 
 // one case-sensitive pass for token formats whose prefix identifies them
 const TOKENS = new RegExp([
-  String.raw`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*`, // JWT / JWS
   String.raw`(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}`, // Stripe secret / restricted keys
   String.raw`whsec_[A-Za-z0-9+/]{20,}`, // webhook signing secrets
   String.raw`gh[pousr]_[A-Za-z0-9]{30,}`, // GitHub tokens
@@ -399,13 +435,51 @@ const TOKENS = new RegExp([
 
 const PEM = /-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?(?:-----END \1PRIVATE KEY-----|$)/g;
 const URL_PASSWORD = /\b([a-z][a-z0-9+.-]{1,20}:\/\/[^\s:/@"'<>]+:)([^\s@/"'<>]+)@/gi;
-const KEY_VALUE = /(passw(?:or)?d|passphrase|pwd|key|token|secret|credentials?|auth(?:orization)?|signature)["']?\s*[:=]\s*(?:["']\s*)?((?:bearer|basic|token)\s+)?([^\s"'&,;<>\\]+)/gi;
+// groups: 1 key, 2 opening quote, 3 quoted value (to the closing quote), 4 auth scheme, 5 bare value
+const KEY_VALUE = /(passw(?:or)?d|passphrase|pwd|key|token|secret|credentials?|auth(?:orization)?|signature)["']?\s*[:=]\s*(?:(["'])((?:(?!\2)[^\\\n]){1,4096})|((?:bearer|basic|token)\s+)?([^\s"'&,;<>\\]+))/gi;
+const AUTH_SCHEME = /^(?:bearer|basic|token)\s+/i;
 const BEARER = /\b(bearer\s+)([A-Za-z0-9._~+/-]{16,}=*)/gi;
 const SECRET_TRIGGER = /eyJ|AKIA|ASIA|AIza|_live_|_test_|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|sk-|whsec_|npm_|PRIVATE KEY|:\/\/|key|token|secret|passw|passphrase|pwd|credential|auth|bearer|signature/i;
 
+function isBase64UrlChar(c: number): boolean { return isAsciiAlnum(c) || c === 45 || c === 95; }
+
+/**
+ * JWT/JWS: `eyJ` + 8 or more base64url characters, `.`, 8 or more, `.`, any. Scanned by hand:
+ * as a regex, each `eyJ` inside a long run without dots rescans the run (quadratic).
+ */
+function maskJwts(s: string, counter: MaskCounter | undefined): string {
+  let i = s.indexOf('eyJ');
+  if (i < 0) return s;
+  const len = s.length;
+  const runEnd = (from: number): number => { let e = from; while (e < len && isBase64UrlChar(s.charCodeAt(e))) e++; return e; };
+  let out = '';
+  let last = 0;
+  let n = 0;
+  while (i >= 0) {
+    const e1 = runEnd(i + 3);
+    if (e1 - i >= 11 && s.charCodeAt(e1) === 46) {
+      const e2 = runEnd(e1 + 1);
+      if (e2 - e1 - 1 >= 8 && s.charCodeAt(e2) === 46) {
+        const e3 = runEnd(e2 + 1);
+        out += s.slice(last, i) + prefixMask(s.slice(i, e3));
+        last = e3;
+        n++;
+        i = s.indexOf('eyJ', e3);
+        continue;
+      }
+    }
+    // any eyJ inside the first run ends at the same place and fails the same way
+    i = s.indexOf('eyJ', e1);
+  }
+  if (n === 0) return s;
+  if (counter) counter.masked += n;
+  return out + s.slice(last);
+}
+
 export function maskSecrets(s: string, counter?: MaskCounter): string {
   if (!SECRET_TRIGGER.test(s)) return s;
-  let out = replaceMatches(s, PEM, (m) => {
+  let out = maskJwts(s, counter);
+  out = replaceMatches(out, PEM, (m) => {
     const head = `-----BEGIN ${m[1]}PRIVATE KEY-----`;
     const tail = m[0].endsWith('PRIVATE KEY-----') && m[0].length > head.length ? `-----END ${m[1]}PRIVATE KEY-----` : '';
     return `${head}****${tail}`;
@@ -418,9 +492,10 @@ export function maskSecrets(s: string, counter?: MaskCounter): string {
   out = replaceMatches(out, BEARER, (m) => (looksRandom(m[2]) || m[2].length >= 24 ? m[1] + prefixMask(m[2]) : null), counter);
   out = replaceMatches(out, KEY_VALUE, (m) => {
     const key = m[1].toLowerCase();
-    const value = m[3];
+    const value = m[3] ?? m[5];
     const lead = m[0].slice(0, m[0].length - value.length);
-    if (key.startsWith('pass') || key === 'pwd' || key.startsWith('credential') || (key.startsWith('auth') && m[2] !== undefined)) {
+    const scheme = m[4] !== undefined || (m[3] !== undefined && AUTH_SCHEME.test(value));
+    if (key.startsWith('pass') || key === 'pwd' || key.startsWith('credential') || (key.startsWith('auth') && scheme)) {
       return value === '****' ? null : `${lead}****`;
     }
     if (value.includes('****')) return null; // already masked by a pass above

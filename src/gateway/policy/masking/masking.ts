@@ -99,10 +99,21 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
   let keyValue = false;
   let run = 0; // current run of [A-Za-z0-9_]
   let maxRun = 0;
+  let digitRun = 0; // digits in the current run of digit groups joined by single spaces/dashes
+  let maxDigitRun = 0;
+  let prevDigit = false;
   const len = value.length;
   for (let i = 0; i < len; i++) {
     const ch = value.charCodeAt(i);
-    if (ch >= 48 && ch <= 57) { digits++; run++; continue; }
+    if (ch >= 48 && ch <= 57) {
+      digits++;
+      run++;
+      if (++digitRun > maxDigitRun) maxDigitRun = digitRun;
+      prevDigit = true;
+      continue;
+    }
+    if (!(prevDigit && (ch === 32 || ch === 45))) digitRun = 0;
+    prevDigit = false;
     const lower = ch | 32;
     if (lower >= 97 && lower <= 122) { letters++; run++; continue; }
     if (ch === 95) { run++; continue; }
@@ -120,8 +131,8 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
   // every token format has a 16+ character word; key=value, URLs and PEM blocks have = : or -----
   if (c.secret && len >= 10 && (maxRun >= 16 || (keyValue && letters >= 3) || dashes >= 5)) out = maskSecrets(out, counter);
   if (c.iban && digits >= 2 && letters >= 2 && len >= 15) out = maskIbans(out, counter);
-  if (c.card && digits >= 13) out = maskCards(out, counter);
-  if (c.ssn && digits >= 9 && dashes >= 2) out = maskSsns(out, counter);
+  if (c.card && maxDigitRun >= 13) out = maskCards(out, counter);
+  if (c.ssn && maxDigitRun >= 9 && dashes >= 2) out = maskSsns(out, counter);
   if (c.phone && digits >= 8) out = maskPhones(out, counter);
   if (c.ipv4 && digits >= 4 && dots >= 3) out = maskIpv4s(out, counter);
   if (c.email && at) out = maskEmails(out, counter);

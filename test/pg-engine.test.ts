@@ -1,0 +1,245 @@
+/**
+ * The PostgreSQL engine with real clients (psql, node-postgres) against a real PostgreSQL 15:
+ * handshake, target auth methods and TLS, wrong secret, cancel, lease termination, target loss,
+ * malformed input.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { startPostgres, type PgCluster } from './helpers/postgres.ts';
+import { startGateway, psqlVia, type TestGateway } from './helpers/pg-engine.ts';
+import { registeredBackends } from '../src/gateway/engines/postgres/cancel-registry.ts';
+
+let db: PgCluster;
+before(async () => {
+  db = await startPostgres({ auth: 'scram-sha-256', ssl: true });
+  await db.psql(`create table t(id int primary key, name text); insert into t values (1, 'one'), (2, 'two');`, { db: 'app', user: 'app' });
+});
+after(async () => { await db?.stop(); });
+
+async function withGateway(opts: Parameters<typeof startGateway>[1], fn: (gw: TestGateway) => Promise<void>, cluster = db): Promise<void> {
+  const gw = await startGateway(cluster, opts);
+  try { await fn(gw); } finally { await gw.close(); }
+}
+
+function client(gw: TestGateway, extra: pg.ClientConfig = {}): pg.Client {
+  return new pg.Client({ host: '127.0.0.1', port: gw.port, user: 'anyone', password: 'ignored', database: 'ignored', ...extra });
+}
+
+test('psql runs queries through the engine, logged in with SCRAM as the configured user', async () => {
+  await withGateway({ target: { sslmode: 'disable' } }, async (gw) => {
+    const r = await psqlVia(gw.port, ['select current_user, current_database()', 'select name from t order by id']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'app|app\none\ntwo\n');
+    // errors come back as the server sent them and the session goes on
+    const e = await psqlVia(gw.port, ['select 1/0'], { args: ['-v', 'ON_ERROR_STOP=0'] });
+    assert.match(e.stderr, /division by zero/);
+    const auth = await db.psql(`select count(*) from pg_stat_activity where usename = 'app' and backend_type = 'client backend'`);
+    assert.ok(Number(auth) >= 0);
+    assert.equal(gw.stats().statements, 3);
+    assert.ok(gw.stats().bytesIn > 0 && gw.stats().bytesOut > 0);
+  });
+});
+
+test('the client gets the server ParameterStatus values and a BackendKeyData of the gateway, not the backend', async () => {
+  await withGateway({}, async (gw) => {
+    const c = client(gw);
+    await c.connect();
+    try {
+      const { rows } = await c.query('select pg_backend_pid() as pid, current_setting($1) as v', ['server_version']);
+      const cc = c as unknown as { processID: number; secretKey: number };
+      assert.notEqual(cc.processID, rows[0].pid, 'the real backend pid must not leak');
+      assert.ok(registeredBackends() >= 1);
+      // node-postgres exposes the ParameterStatus it received through its type parser state
+      assert.match(String(rows[0].v), /^15\./);
+    } finally {
+      await c.end();
+    }
+  });
+});
+
+test('TLS to the target: require, and verify-full with the CA file', async () => {
+  await withGateway({ target: { sslmode: 'require' } }, async (gw) => {
+    const r = await psqlVia(gw.port, 'select ssl from pg_stat_ssl where pid = pg_backend_pid()');
+    assert.equal(r.stdout.trim(), 't', r.stderr);
+  });
+  await withGateway({ target: { sslmode: 'verify-full', ca_file: db.certFile } }, async (gw) => {
+    const r = await psqlVia(gw.port, 'select ssl from pg_stat_ssl where pid = pg_backend_pid()');
+    assert.equal(r.stdout.trim(), 't', r.stderr);
+  });
+  // verify-full without the CA: the self-signed certificate is refused
+  await withGateway({ target: { sslmode: 'verify-full' } }, async (gw) => {
+    const r = await psqlVia(gw.port, 'select 1');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /gateway could not log in to the target: TLS to the target failed/);
+  });
+});
+
+for (const auth of ['md5', 'password'] as const) {
+  test(`target auth method ${auth}`, async () => {
+    const cluster = await startPostgres({ auth });
+    try {
+      await withGateway({}, async (gw) => {
+        const r = await psqlVia(gw.port, 'select current_user');
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, 'app\n');
+      }, cluster);
+      const method = await cluster.psql(`select rolpassword like 'md5%' from pg_authid where rolname = 'app'`);
+      if (auth === 'md5') assert.equal(method.trim(), 't');
+    } finally {
+      await cluster.stop();
+    }
+  });
+}
+
+test('a wrong target secret gives the client a clear error and ends the session cleanly', async () => {
+  await withGateway({ password: 'wrong-secret' }, async (gw) => {
+    const r = await psqlVia(gw.port, 'select 1');
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /gateway could not log in to the target: password authentication failed for user "app"/);
+    await Promise.all(gw.sessions.map((s) => s.done));
+    assert.ok(gw.audits.some((a) => a.type === 'session.target_login_failed'));
+  });
+});
+
+test('the database name is the configured one unless target.allow_client_database', async () => {
+  await db.psql(`create database other owner app`).catch(() => undefined);
+  await withGateway({}, async (gw) => {
+    const r = await psqlVia(gw.port, 'select current_database()', { db: 'other' });
+    assert.equal(r.stdout, 'app\n', r.stderr);
+  });
+  await withGateway({ target: { allow_client_database: true } }, async (gw) => {
+    const r = await psqlVia(gw.port, 'select current_database()', { db: 'other' });
+    assert.equal(r.stdout, 'other\n', r.stderr);
+  });
+});
+
+test('a cancel request (new connection, gateway key) cancels a running pg_sleep', async () => {
+  await withGateway({}, async (gw) => {
+    const c = client(gw);
+    await c.connect();
+    try {
+      const started = Date.now();
+      const q = c.query('select pg_sleep(30)');
+      await new Promise((r) => setTimeout(r, 300));
+      client(gw).cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery as pg.Query);
+      await assert.rejects(q, /canceling statement due to user request/);
+      assert.ok(Date.now() - started < 10_000);
+      // the connection is still usable
+      assert.equal((await c.query('select 2 as x')).rows[0].x, 2);
+    } finally {
+      await c.end();
+    }
+  });
+});
+
+test('Ctrl-C in psql cancels pg_sleep through the gateway', async () => {
+  await withGateway({}, async (gw) => {
+    const child = spawn('psql', ['-XAtw', '-h', '127.0.0.1', '-p', String(gw.port), '-U', 'x', '-c', 'select pg_sleep(30)'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    const started = Date.now();
+    await new Promise((r) => setTimeout(r, 1000));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    assert.ok(Date.now() - started < 10_000);
+    assert.notEqual(code, 0);
+    assert.match(stderr, /canceling statement due to user request/);
+  });
+});
+
+test('a cancel request with an unknown key cancels nothing', async () => {
+  await withGateway({}, async (gw) => {
+    const c = client(gw);
+    await c.connect();
+    try {
+      const q = c.query('select pg_sleep(1.5) as done');
+      const s = net.connect(gw.port, '127.0.0.1');
+      await new Promise((r) => s.once('connect', r));
+      const b = Buffer.alloc(16);
+      b.writeInt32BE(16, 0); b.writeInt32BE(80877102, 4); b.writeInt32BE(12345, 8); b.writeInt32BE(678, 12);
+      s.end(b);
+      const { rows } = await q;
+      assert.equal(rows.length, 1);
+    } finally {
+      await c.end();
+    }
+  });
+});
+
+test('terminate() on lease end sends FATAL 57P01 with the reason', async () => {
+  await withGateway({}, async (gw) => {
+    const c = client(gw);
+    const errors: Error[] = [];
+    c.on('error', (e) => errors.push(e));
+    await c.connect();
+    gw.sessions[0].engine.terminate('lease expired');
+    await gw.sessions[0].done;
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(errors.some((e) => /lease expired/.test(e.message) && (e as unknown as { code: string }).code === '57P01'), String(errors));
+    await c.end().catch(() => undefined);
+  });
+});
+
+test('the target going away mid-session gives the client an error and closes', async () => {
+  await withGateway({}, async (gw) => {
+    const c = client(gw);
+    const errors: Error[] = [];
+    c.on('error', (e) => errors.push(e));
+    await c.connect();
+    await c.query(`set application_name = 'doomed'`);
+    await db.psql(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'doomed'`);
+    await gw.sessions[0].done;
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(errors.length > 0 || (await c.query('select 1').then(() => false, () => true)));
+    await c.end().catch(() => undefined);
+  });
+});
+
+test('malformed and random client input gets an error or a close, never a crash', async () => {
+  await withGateway({}, async (gw) => {
+    const send = async (bytes: Buffer[], afterStartup: boolean, waitMs = 1500): Promise<Buffer> => {
+      const s = net.connect(gw.port, '127.0.0.1');
+      const got: Buffer[] = [];
+      s.on('data', (d) => got.push(d));
+      s.on('error', () => undefined);
+      await new Promise((r) => s.once('connect', r));
+      if (afterStartup) {
+        const p = Buffer.from('user\0x\0database\0y\0\0');
+        const st = Buffer.alloc(8); st.writeInt32BE(8 + p.length, 0); st.writeInt32BE(196608, 4);
+        s.write(Buffer.concat([st, p]));
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      for (const b of bytes) s.write(b);
+      await new Promise<void>((r) => { s.once('close', () => r()); setTimeout(() => { s.destroy(); r(); }, waitMs); });
+      return Buffer.concat(got);
+    };
+    // oversized message: FATAL 08P01 and close
+    const huge = Buffer.from([0x51, 0x7f, 0xff, 0xff, 0xff]);
+    const out = await send([huge], true);
+    assert.match(out.toString('latin1'), /08P01/);
+    assert.match(out.toString('latin1'), /exceeds the limit/);
+    // bad startup packet
+    assert.match((await send([Buffer.from([0, 0, 0, 8, 0, 9, 0, 0])], false)).toString('latin1'), /unsupported frontend protocol/);
+    // random garbage, before and after startup
+    for (let i = 0; i < 20; i++) await send([randomBytes(1 + (i * 37) % 300)], i % 2 === 0, 200);
+    // a malformed Bind the framer accepts but the reader rejects
+    const bind = Buffer.from([0x42, 0, 0, 0, 7, 0x61, 0x62, 0x63]);
+    assert.match((await send([bind], true)).toString('latin1'), /08P01/);
+    // still serving
+    const r = await psqlVia(gw.port, 'select 42');
+    assert.equal(r.stdout, '42\n', r.stderr);
+  });
+});
+
+test('GSSENCRequest and SSLRequest are answered N; a client demanding SSL is refused by itself', async () => {
+  await withGateway({}, async (gw) => {
+    const r1 = await psqlVia(gw.port, 'select 1', { env: { PGGSSENCMODE: 'prefer', PGSSLMODE: 'prefer' } });
+    assert.equal(r1.stdout, '1\n', r1.stderr);
+    const r2 = await psqlVia(gw.port, 'select 1', { env: { PGSSLMODE: 'require' } });
+    assert.notEqual(r2.code, 0);
+  });
+});
