@@ -152,6 +152,8 @@ test('masking: by column name, by alias through the table OID, by expression, in
       'select reverse(secret_code), lower(email) from customers where id = 1',
       'select c.id, c.secret_code from customers c where id = 1',
       'select id from customers order by id',
+      'with c as (select secret_code as x from customers where id = 1) select x, upper(x) from c',
+      'select y from (select secret_code as y from customers where id = 1) s',
     ], { db: 'app' });
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
@@ -159,9 +161,11 @@ test('masking: by column name, by alias through the table OID, by expression, in
     assert.equal(lines[1], '*********|');
     assert.equal(lines[2], `*********|${stars(EMAIL)}`);
     assert.equal(lines[3], '1|*********');
-    assert.deepEqual(lines.slice(4), ['1', '2'], 'plain columns pass unchanged');
+    assert.deepEqual(lines.slice(4, 6), ['1', '2'], 'plain columns pass unchanged');
+    assert.equal(lines[6], '*********|*********');
+    assert.equal(lines[7], '*********');
     assertNoRaw(r.stdout + r.stderr, 'psql output');
-    assert.equal(gw.stats().masked, 8);
+    assert.equal(gw.stats().masked, 11);
   });
 });
 

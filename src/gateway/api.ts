@@ -90,7 +90,7 @@ export function createApi(deps: ApiDeps) {
       const c = await caller(req);
       return {
         connections: cfg.connections.filter((x) => mayUse(x, c)).map((x) => ({
-          name: x.name, type: x.type, review: Boolean(x.review), review_groups: x.review?.groups ?? [],
+          name: x.name, type: x.type, ...(x.target.database ? { database: x.target.database } : {}), review: Boolean(x.review), review_groups: x.review?.groups ?? [],
           lease_default: formatDuration(x.lease.default), lease_max: formatDuration(x.lease.max),
           guardrails: Boolean(x.guardrails), masking: Boolean(x.masking),
         })),

@@ -38,10 +38,15 @@ const NO_DETECT = new Set([16, 21, 23, 26, 1082, 1083, 1114, 1184, 1186, 1266, 2
 /** Types whose binary representation is their UTF-8 text. */
 const TEXTUAL = new Set([18, 19, 25, 114, 142, 705, 1042, 1043]);
 
-export function buildShape(fields: readonly Field[], mask: MaskFns, catalog: Catalog | null, derivation: Derivation | null): ResultShape {
+/**
+ * `derivation` is asked for only when some column is not a plain table column: a plain column
+ * reference is resolved exactly through the catalog, so statements that select only table
+ * columns (most OLTP queries) are never parsed for masking.
+ */
+export function buildShape(fields: readonly Field[], mask: MaskFns, catalog: Catalog | null, derivation: () => Derivation | null): ResultShape {
   const n = fields.length;
   const shape: ResultShape = { names: new Array(n), typeOids: new Array(n), masked: new Array(n), detect: new Array(n), needsWork: false };
-  const deriv = mapDerivation(derivation, n);
+  const deriv = mask.columnRules && fields.some((f) => f.tableID === 0) ? mapDerivation(derivation(), n) : null;
   for (let i = 0; i < n; i++) {
     const f = fields[i];
     shape.names[i] = f.name;

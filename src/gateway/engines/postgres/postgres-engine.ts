@@ -791,7 +791,7 @@ class PostgresEngine implements Engine {
     const mask = this.policy!.mask!;
     if (op.kind === 'simple') {
       if (!res.fields) return null;
-      res.shape = buildShape(res.fields, mask, this.catalog, this.derivation(op.text));
+      res.shape = buildShape(res.fields, mask, this.catalog, () => this.derivation(op.text));
       if (res.tBuf) {
         if (this.shapeCache.size >= 500) this.shapeCache.clear();
         this.shapeCache.set(op.text, { t: Buffer.from(res.tBuf.subarray(res.tStart, res.tEnd)), fields: res.fields, shape: res.shape });
@@ -801,10 +801,10 @@ class PostgresEngine implements Engine {
     const portal = op.portal;
     if (!portal) return null;
     if (portal.fields) {
-      portal.shape ??= buildShape(portal.fields, mask, this.catalog, this.derivation(portal.stmt.text));
+      portal.shape ??= buildShape(portal.fields, mask, this.catalog, () => this.derivation(portal.stmt.text));
       res.shape = portal.shape;
     } else if (portal.stmt.fields) {
-      portal.stmt.shape ??= buildShape(portal.stmt.fields, mask, this.catalog, this.derivation(portal.stmt.text));
+      portal.stmt.shape ??= buildShape(portal.stmt.fields, mask, this.catalog, () => this.derivation(portal.stmt.text));
       res.shape = portal.stmt.shape;
     }
     return res.shape;
