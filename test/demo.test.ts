@@ -1,0 +1,56 @@
+/** `hoopctl demo`: one command brings up gateway, dev IdP and a seeded database; the printed next steps work. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BIN, runCli, cliEnv } from './helpers/hoop.ts';
+import { freePort } from './helpers/postgres.ts';
+
+const exec = promisify(execFile);
+
+test('demo: starts, prints the next commands, masks and blocks through a real psql, stops on Ctrl-C', async () => {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'hoop-demo-test-'));
+  const proc = spawn(process.execPath, [BIN, 'demo', '--port', String(port), '--dir', dir], { env: { ...process.env, HOOP_LOG_LEVEL: 'warn', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d) => { out += d; });
+  proc.stderr.on('data', (d) => { out += d; });
+  const exited = new Promise<number | null>((r) => proc.on('close', r));
+  try {
+    const deadline = Date.now() + 90_000;
+    while (!/hoopctl demo is running/.test(out)) {
+      assert.ok(Date.now() < deadline && proc.exitCode === null, `demo did not start:\n${out}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.match(out, new RegExp(`export HOOP_GATEWAY=http://127\\.0\\.0\\.1:${port}`));
+    assert.match(out, /hoopctl login/);
+    assert.match(out, /hoopctl connect customers/);
+    const env = cliEnv(join(dir, 'home'), `http://127.0.0.1:${port}`, { HOOP_CLIENT_ID: 'ci-bot', HOOP_CLIENT_SECRET: 'ci-secret' });
+    assert.equal((await runCli(['login', '--client-credentials'], env)).code, 0);
+    const conns = JSON.parse((await runCli(['connections', '--json'], env)).stdout);
+    assert.deepEqual(conns.map((c: { name: string }) => c.name), ['customers']);
+    const local = await freePort();
+    const connect = spawn(process.execPath, [BIN, 'connect', 'customers', '--port', String(local)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let cout = '';
+    connect.stdout.on('data', (d) => { cout += d; });
+    try {
+      while (!/Try: psql "postgres:\/\/127\.0\.0\.1:\d+\/demo"/.test(cout)) await new Promise((r) => setTimeout(r, 100));
+      const url = `postgres://anyone@127.0.0.1:${local}/demo`;
+      const { stdout } = await exec('psql', ['-XAt', url, '-c', 'select name, email, ssn, card_number from customers order by id limit 1']);
+      assert.match(stdout, /^Ada Lovelace\|/);
+      assert.doesNotMatch(stdout, /ada@example\.com|123-45-6789|4111 1111 1111 1111/);
+      const blocked = await exec('psql', ['-XAt', url, '-c', 'delete from customers']).then(() => null, (e: { stderr: string }) => e.stderr);
+      assert.match(blocked ?? '', /blocked by guardrail rule "delete_without_where"/);
+    } finally {
+      connect.kill('SIGINT');
+    }
+  } finally {
+    proc.kill('SIGINT');
+    assert.equal(await exited, 0, out);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.ok(!existsSync(dir));
+});
