@@ -17,7 +17,7 @@ const tcp = (name: string, groups: string[]) => ({ name, type: 'tcp', target: { 
 
 before(async () => {
   gw = await startGatewayProc((c) => {
-    c.dev_idp.access_token_ttl = '8s' as never;
+    (c.dev_idp as Record<string, unknown>).access_token_ttl = '8s';
     c.connections = [tcp('eng-db', ['eng']), tcp('ci-db', ['ci', 'eng']), tcp('dba-db', ['dba'])];
   });
 });
@@ -129,7 +129,7 @@ test('logout deletes the stored tokens (and revokes the refresh token)', async (
   // the revoked refresh token no longer works at the issuer
   const res = await fetch(`${gw.url}/oidc/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refresh, client_id: 'hoopctl' }) });
   assert.equal(res.status, 400);
-  assert.equal((await res.json()).error, 'invalid_grant');
+  assert.equal((await res.json() as any).error, 'invalid_grant');
 });
 
 // ---- token verification at the gateway: every bad token is a 401 with a clear JSON error ----
@@ -163,7 +163,7 @@ test('token negatives: garbage, alg none, HS256, bad signature, expired, wrong i
   // missing header
   const none = await fetch(`${gw.url}/api/whoami`);
   assert.equal(none.status, 401);
-  assert.equal((await none.json()).error, 'token_missing');
+  assert.equal((await none.json() as any).error, 'token_missing');
 
   // expired: the 8 s token, after its expiry (+ the verifier's 30 s clock tolerance is not used here: wait for it)
   const expired = good;
@@ -183,7 +183,7 @@ test('token negatives: garbage, alg none, HS256, bad signature, expired, wrong i
     assert.match(wi.body.error, /token_wrong_issuer|token_invalid_signature/);
     const wa = await fetch(`${strict.url}/api/whoami`, { headers: { authorization: `Bearer ${good}` } });
     assert.equal(wa.status, 401);
-    assert.equal((await wa.json()).error, 'token_wrong_audience');
+    assert.equal((await wa.json() as any).error, 'token_wrong_audience');
   } finally {
     await other.stop();
     await strict.stop();

@@ -64,7 +64,7 @@ test('psql through a tcp connection to a real PostgreSQL; the session is recorde
   const sessions = JSON.parse((await gw.cli(['leases', '--json'], { home: 'ci' })).stdout);
   assert.ok(sessions.some((l: { id: string; status: string }) => l.id === c.lease && l.status === 'active'));
   const res = await fetch(`${gw.url}/api/sessions?conn=pg-raw`, { headers: { authorization: `Bearer ${await tokenOf('ci')}` } });
-  const rows = (await res.json()).sessions as Array<{ leaseId: string; bytesIn: number; bytesOut: number; closeReason: string; endedAt: number }>;
+  const rows = (await res.json() as any).sessions as Array<{ leaseId: string; bytesIn: number; bytesOut: number; closeReason: string; endedAt: number }>;
   const s = rows.find((x) => x.leaseId === c.lease);
   assert.ok(s, 'a session row for the psql connection');
   assert.ok(s.bytesIn > 50 && s.bytesOut > 200, JSON.stringify(s));
@@ -145,7 +145,7 @@ async function upgrade(conn: string, token: string): Promise<{ status?: number; 
 test('tunnel tokens: forged, for another connection, expired or for an ended lease are refused at the upgrade', async () => {
   const api = async (home: string, method: string, path: string, body?: unknown) => {
     const r = await fetch(gw.url + path, { method, headers: { authorization: `Bearer ${await tokenOf(home)}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
-    return { status: r.status, body: await r.json() };
+    return { status: r.status, body: await r.json() as any };
   };
   const lease = (await api('ci', 'POST', '/api/leases', { connection: 'echo', new: true })).body;
   const tt = (await api('ci', 'POST', `/api/leases/${lease.id}/tunnel-token`)).body.token as string;
@@ -178,8 +178,8 @@ test('tunnel token expiry: a token past its TTL is refused', async () => {
     const { join } = await import('node:path');
     const idp = JSON.parse(readFileSync(join(short.home('ci'), 'tokens.json'), 'utf8'))[short.url].access_token;
     const h = { authorization: `Bearer ${idp}`, 'content-type': 'application/json' };
-    const lease = await (await fetch(`${short.url}/api/leases`, { method: 'POST', headers: h, body: JSON.stringify({ connection: 'echo' }) })).json();
-    const tt = (await (await fetch(`${short.url}/api/leases/${lease.id}/tunnel-token`, { method: 'POST', headers: h })).json()).token;
+    const lease = (await (await fetch(`${short.url}/api/leases`, { method: 'POST', headers: h, body: JSON.stringify({ connection: 'echo' }) })).json() as any);
+    const tt = ((await (await fetch(`${short.url}/api/leases/${lease.id}/tunnel-token`, { method: 'POST', headers: h })).json() as any)).token;
     await new Promise((r) => setTimeout(r, 2100));
     const res = await new Promise<{ status?: number; error?: string }>((resolve) => {
       const ws = new WebSocket(`${short.url.replace('http', 'ws')}/tunnel/echo`, { headers: { authorization: `Bearer ${tt}` } });
@@ -211,7 +211,7 @@ test('target down: the client is closed, the gateway stays up, the session recor
   c.live.kill('SIGINT');
   await c.live.exited;
   const res = await fetch(`${gw.url}/api/sessions?conn=down`, { headers: { authorization: `Bearer ${await tokenOf('ci')}` } });
-  const [s] = (await res.json()).sessions;
+  const [s] = (await res.json() as any).sessions;
   assert.match(s.closeReason, /cannot reach target 127\.0\.0\.1:\d+ of connection "down": ECONNREFUSED/);
 });
 

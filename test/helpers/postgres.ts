@@ -89,14 +89,19 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  // A test that fails before stop() must not leave a postmaster behind.
-  process.on('exit', () => {
+  // A test that fails before stop(), or a run killed by a timeout, must not leave a postmaster behind.
+  const cleanup = () => {
     for (const c of live) {
       const [cmd, args] = serverCmd('pg_ctl', ['-D', c.dataDir, '-m', 'immediate', '-w', 'stop']);
       spawnSync(cmd, args, { stdio: 'ignore', timeout: 20_000 });
       rmSync(c.root, { recursive: true, force: true });
     }
-  });
+    live.clear();
+  };
+  process.on('exit', cleanup);
+  for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
+    process.once(sig, () => { cleanup(); process.exit(128 + n); });
+  }
 }
 
 export async function startPostgres(opts: { auth?: PgAuth; ssl?: boolean } = {}): Promise<PgCluster> {
