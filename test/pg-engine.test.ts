@@ -125,7 +125,7 @@ test('a cancel request (new connection, gateway key) cancels a running pg_sleep'
       const started = Date.now();
       const q = c.query('select pg_sleep(30)');
       await new Promise((r) => setTimeout(r, 300));
-      client(gw).cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery as pg.Query);
+      (client(gw) as unknown as { cancel(c: pg.Client, q: pg.Query): void }).cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery as pg.Query);
       await assert.rejects(q, /canceling statement due to user request/);
       assert.ok(Date.now() - started < 10_000);
       // the connection is still usable
@@ -204,7 +204,7 @@ test('malformed and random client input gets an error or a close, never a crash'
     const send = async (bytes: Buffer[], afterStartup: boolean, waitMs = 1500): Promise<Buffer> => {
       const s = net.connect(gw.port, '127.0.0.1');
       const got: Buffer[] = [];
-      s.on('data', (d) => got.push(d));
+      s.on('data', (d: Buffer) => got.push(d));
       s.on('error', () => undefined);
       await new Promise((r) => s.once('connect', r));
       if (afterStartup) {
