@@ -14,6 +14,7 @@ start_bg() {
   "$@" >"$LOGS/$name.log" 2>&1 &
   PID[$name]=$!
   STARTED+=("$name")
+  echo "$name ${PID[$name]}" >> "$RUN/pids.txt"
 }
 
 alive() { kill -0 "$1" 2>/dev/null; }

@@ -2,13 +2,17 @@
 # hoopctl benchmarks against public anchors (direct, socat, haproxy, pgbouncer, a bare pair of Node ws
 # relays with and without bufferutil), all measured in this same invocation, ratios vs direct.
 #
-#   bash bench/run.sh [startup] [iperf] [connsetup] [idle] [pgbench] [bulk]     (none = all; npm run bench)
+#   bash bench/run.sh [startup] [idle] [iperf] [connsetup] [pgbench] [bulk]     (none = all; npm run bench)
 #
 # Needs: bench/setup.sh once (iperf3 socat pgbouncer haproxy hyperfine from Debian), PostgreSQL 15
 # binaries (initdb pg_ctl psql pgbench), Node >= 22.13 as `node` on PATH (or NODE=/path/to/node).
-# Knobs (env): BENCH_RUNS=3  IPERF_T=5  PGB_T=10  PGBC_T=10  STARTUP_RUNS=20  IDLE_N=1000
-#              BENCH_DIR=/tmp/hoop-bench (PostgreSQL cluster kept between runs, results/)  BENCH_KEEP=1
-# Every listener binds 127.0.0.1 on fixed ports 57009-57451 (checked free first); every loop is bounded;
+# Knobs (env): BENCH_RUNS=3  IPERF_T=5  PGB_T=6  PGBC_T=6  STARTUP_RUNS=20  IDLE_N=1000
+#   (the defaults keep a full run near 10 minutes on 2 cores; PGB_T=10 PGBC_T=10 adds ~4 minutes)
+#              BENCH_DIR=/tmp/hoop-bench (PostgreSQL cluster kept between runs, runs/<date>/ results)  BENCH_KEEP=1
+#              BENCH_ONLY="hoop-tcp hoop-pg": only these paths (and direct, for the ratios)
+#              BENCH_PROF=1: V8 CPU profiles of the gateway and each `hoopctl connect` (runs/<date>/prof/,
+#              top functions in prof-top.md; profiling slows them, so figures of such a run are not comparable)
+# Every listener binds 127.0.0.1 on fixed ports 27009-27451 (below the ephemeral range, so no outgoing connection holds them; checked free first); every loop is bounded;
 # every process started here is stopped on exit.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,10 +20,11 @@ ROOT=$(dirname "$HERE")
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-RUNS=${BENCH_RUNS:-3}; IPERF_T=${IPERF_T:-5}; PGB_T=${PGB_T:-10}; PGBC_T=${PGBC_T:-10}
+RUNS=${BENCH_RUNS:-3}; IPERF_T=${IPERF_T:-5}; PGB_T=${PGB_T:-6}; PGBC_T=${PGBC_T:-6}
 STARTUP_RUNS=${STARTUP_RUNS:-20}; IDLE_N=${IDLE_N:-1000}
 B=${BENCH_DIR:-${TMPDIR:-/tmp}/hoop-bench}
-ALL="startup iperf connsetup idle pgbench bulk"
+# idle runs right after startup so its first run sees a gateway no other benchmark has grown
+ALL="startup idle iperf connsetup pgbench bulk"
 SECTIONS=${*:-$ALL}
 for s in $SECTIONS; do [[ " $ALL " == *" $s "* ]] || die "unknown benchmark '$s' (one of: $ALL)"; done
 NODE=${NODE:-node}
@@ -29,16 +34,16 @@ NODE=$(command -v "$NODE")
 [ "$(ulimit -n)" -ge 8192 ] 2>/dev/null || ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # ports
-P_GW=57009
-P_IPERF=57201 P_SOCAT_IP=57202 P_NSRV_IP=57203 P_NCLI_IP=57204 P_HAPROXY_IP=57207 P_NBSRV_IP=57208 P_NBCLI_IP=57209 P_HOOP_IP=57210
-P_ECHO=57300 P_HOOP_IDLE=57301
-P_PG=57432 P_PGBOUNCER=57434 P_NSRV_PG=57438 P_NCLI_PG=57439 P_HOOP_PGTCP=57450 P_HOOP_PG=57451
+P_GW=27009
+P_IPERF=27201 P_SOCAT_IP=27202 P_NSRV_IP=27203 P_NCLI_IP=27204 P_HAPROXY_IP=27207 P_NBSRV_IP=27208 P_NBCLI_IP=27209 P_HOOP_IP=27210
+P_ECHO=27300 P_HOOP_IDLE=27301
+P_PG=27432 P_PGBOUNCER=27434 P_NSRV_PG=27438 P_NCLI_PG=27439 P_HOOP_PGTCP=27450 P_HOOP_PG=27451
 
 RUN=$B/runs/$(date +%Y%m%d-%H%M%S); OUT=$RUN; LOGS=$RUN/logs; CONF=$RUN/conf
 mkdir -p "$LOGS" "$CONF" "$RUN/gw"
 CSV=$OUT/raw.csv
 echo "bench,variant,path,rep,value,unit,work,cpu_client_s,cpu_server_s,extra" > "$CSV"
-PGDATA=$B/pgdata; PG_STARTED=0
+PGDIR=$B/pg; PGDATA=$PGDIR/data; PGSOCK=$PGDIR/sock; PGLOG=$PGDIR/server.log; PG_STARTED=0
 PG_ENGINE=unknown; PG_ENGINE_WHY=""
 
 cleanup() {
@@ -46,6 +51,7 @@ cleanup() {
   stop_all
   if [ "$PG_STARTED" = 1 ]; then as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null 2>&1; fi
   [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$RUN/gw" "$RUN/home"
+  if [ -d "$RUN/prof" ]; then "$NODE" "$HERE/profile-top.ts" "$RUN/prof" "$RUN/pids.txt" > "$RUN/prof-top.md" && log "profiles: $RUN/prof-top.md"; fi
 }
 trap cleanup EXIT
 trap 'log interrupted; exit 130' INT TERM
@@ -61,14 +67,15 @@ done
 # ---------------------------------------------------------------- services (started on first use)
 pg_up() {
   [ -n "${PG_UP:-}" ] && return 0
-  if [ "$(id -u)" = 0 ]; then mkdir -p "$B"; install -d -o postgres -g postgres "$PGDATA" "$B/pgsock"; else mkdir -p "$PGDATA" "$B/pgsock"; fi
+  # initdb and the server run as the non-root "postgres" user when we are root; it owns $PGDIR
+  if [ "$(id -u)" = 0 ]; then install -d -o postgres -g postgres "$PGDIR" "$PGSOCK"; install -d -m 700 -o postgres -g postgres "$PGDATA"; else mkdir -p "$PGDATA" "$PGSOCK"; fi
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
     log "initdb $PGDATA"
     as_pg initdb -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null || die "initdb failed"
     cat >> "$PGDATA/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $P_PG
-unix_socket_directories = '$B/pgsock'
+unix_socket_directories = '$PGSOCK'
 max_connections = 200
 shared_buffers = 512MB
 logging_collector = off
@@ -78,7 +85,7 @@ CONF
   fi
   if ! as_pg pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
     port_open $P_PG && die "port $P_PG is in use by another server"
-    as_pg pg_ctl -D "$PGDATA" -l "$B/pg.log" -w start >/dev/null || die "PostgreSQL did not start (see $B/pg.log)"
+    as_pg pg_ctl -D "$PGDATA" -l "$PGLOG" -o "-p $P_PG" -w start >/dev/null || die "PostgreSQL did not start (see $PGLOG)"
     PG_STARTED=1
   fi
   if [ "$("${PSQL[@]}" -Atc "select 1 from pg_database where datname='bench'")" != 1 ]; then
@@ -99,6 +106,8 @@ relay() { # name port target...  (node+node anchors; *_nb* use bufferutil, the o
   waitport "$1" "$name"
 }
 
+PROF_OPTS=()
+[ "${BENCH_PROF:-0}" = 1 ] && { mkdir -p "$RUN/prof"; PROF_OPTS=(--cpu-prof --cpu-prof-dir="$RUN/prof"); }
 CLI_ENV=(HOOP_CONFIG_DIR="$RUN/home" HOOP_GATEWAY="http://127.0.0.1:$P_GW" NO_COLOR=1
          DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent/hoop-bench-bus)
 
@@ -137,7 +146,7 @@ gateway_up() {
   [ -f "$ROOT/src/gateway/engines/postgres/postgres-engine.ts" ] && with_pg=1
   for attempt in $with_pg 0; do
     gateway_config "$attempt" > "$CONF/gateway.yaml"
-    start_bg gateway env -C "$RUN/gw" BENCH_PG_PASSWORD=bench-secret "$NODE" "$ROOT/bin/hoopctl" gateway --config "$CONF/gateway.yaml"
+    start_bg gateway env -C "$RUN/gw" BENCH_PG_PASSWORD=bench-secret "$NODE" "${PROF_OPTS[@]}" "$ROOT/bin/hoopctl" gateway --config "$CONF/gateway.yaml"
     local ok=0
     for _ in $(seq 1 300); do
       curl -fsS "http://127.0.0.1:$P_GW/healthz" >/dev/null 2>&1 && { ok=1; break; }
@@ -161,7 +170,7 @@ gateway_up() {
 connect_up() { # svc conn port
   [ -n "${PID[$1]:-}" ] && return 0
   gateway_up
-  start_bg "$1" env "${CLI_ENV[@]}" "$NODE" "$ROOT/bin/hoopctl" connect "$2" --port "$3" --duration 2h
+  start_bg "$1" env "${CLI_ENV[@]}" "$NODE" "${PROF_OPTS[@]}" "$ROOT/bin/hoopctl" connect "$2" --port "$3" --duration 2h
   waitlog "$1" "^Connected to" 30 || die "hoopctl connect $2 did not start"
 }
 
@@ -219,7 +228,17 @@ IPERF_PATHS=("direct|$P_IPERF||" "socat|$P_SOCAT_IP|socat_ip|" "haproxy|$P_HAPRO
   "node+node|$P_NCLI_IP|ncli_ip|nsrv_ip" "node+node+bu|$P_NBCLI_IP|nbcli_ip|nbsrv_ip" "hoop-tcp|$P_HOOP_IP|connect_ip|gateway")
 PG_DIRECT="direct|$P_PG||"; PG_BOUNCER="pgbouncer|$P_PGBOUNCER|pgbouncer|"; PG_NODE="node+node|$P_NCLI_PG|ncli_pg|nsrv_pg"
 PG_HTCP="hoop-tcp|$P_HOOP_PGTCP|connect_pgtcp|gateway"; PG_HPG="hoop-pg|$P_HOOP_PG|connect_pg|gateway"
+# direct as the SCRAM role the gateway's postgres connection logs in with (what hoop-pg pays per connection)
+PG_SCRAM="direct-scram|$P_PG|||bench"
 path_field() { echo "$1" | cut -d'|' -f"$2"; }
+path_user() { local u; u=$(path_field "$1" 5); echo "${u:-postgres}"; }
+# keep_paths ARRAY_NAME: drop paths not named in BENCH_ONLY (direct stays: it is what ratios divide by)
+keep_paths() {
+  [ -n "${BENCH_ONLY:-}" ] || return 0
+  local -n arr=$1; local kept=() p n
+  for p in "${arr[@]}"; do n=$(path_field "$p" 1); [[ $n == direct || " $BENCH_ONLY " == *" $n "* ]] && kept+=("$p"); done
+  arr=("${kept[@]}")
+}
 need_path() { local c s; c=$(path_field "$1" 3); s=$(path_field "$1" 4); need $c $s; }
 
 # ---------------------------------------------------------------- benchmarks
@@ -247,19 +266,20 @@ bench_startup() {
 }
 
 bench_iperf() {
-  log "iperf: ${#IPERF_PATHS[@]} paths x up/down x $RUNS runs x ${IPERF_T}s"
   need iperf3
+  keep_paths IPERF_PATHS
+  log "iperf: ${#IPERF_PATHS[@]} paths x up/down x $RUNS runs x ${IPERF_T}s"
   local p; for p in "${IPERF_PATHS[@]}"; do need_path "$p"; done
-  for p in "${IPERF_PATHS[@]}"; do timeout 20 iperf3 -c 127.0.0.1 -p "$(path_field "$p" 2)" -t 1 >/dev/null 2>&1; done # warm-up (JIT)
-  local rep dir name port js R c0 s0 c1 s1 g
+  for p in "${IPERF_PATHS[@]}"; do timeout 20 iperf3 -c 127.0.0.1 -p "$(path_field "$p" 2)" -t 2 >/dev/null 2>&1; done # warm-up (JIT: a cold Node relay runs at half speed)
+  local rep dir name port js R c0 s0 c1 s1 g t0 t1
   for rep in $(seq 1 "$RUNS"); do for dir in up down; do for p in "${IPERF_PATHS[@]}"; do
     name=$(path_field "$p" 1); port=$(path_field "$p" 2); js=$LOGS/iperf_${name}_${dir}_$rep.json; R=""; [ $dir = down ] && R=-R
-    c0=$(cpu_s $(path_field "$p" 3)); s0=$(cpu_s $(path_field "$p" 4))
+    c0=$(cpu_s $(path_field "$p" 3)); s0=$(cpu_s $(path_field "$p" 4)); t0=$(now_ns)
     timeout $((IPERF_T + 30)) iperf3 -c 127.0.0.1 -p "$port" -t "$IPERF_T" $R -J > "$js" 2>&1
-    sleep 0.3
+    t1=$(now_ns); sleep 0.3
     c1=$(cpu_s $(path_field "$p" 3)); s1=$(cpu_s $(path_field "$p" 4))
     g=$("$NODE" -e 'const j=JSON.parse(require("fs").readFileSync(process.argv[1])); console.log((j.end.sum_received.bits_per_second/1e9).toFixed(3))' "$js" 2>/dev/null || echo NaN)
-    row iperf "$dir" "$name" "$rep" "$g" Gbit/s "$IPERF_T" "$(sub $c0 $c1)" "$(sub $s0 $s1)"
+    row iperf "$dir" "$name" "$rep" "$g" Gbit/s "$(elapsed_s $t0 $t1)" "$(sub $c0 $c1)" "$(sub $s0 $s1)"
     log "iperf $name $dir #$rep ${g} Gbit/s  cpu client $(sub $c0 $c1)s server $(sub $s0 $s1)s"
   done; done; done
 }
@@ -270,7 +290,7 @@ pgbench_run() {
   local name port logf c0 s0 c1 s1 tps lat tx
   name=$(path_field "$p" 1); port=$(path_field "$p" 2); logf=$LOGS/${bench}_${name}_${variant}_$rep.log
   c0=$(cpu_s $(path_field "$p" 3)); s0=$(cpu_s $(path_field "$p" 4))
-  timeout 120 pgbench -h 127.0.0.1 -p "$port" -U postgres -n "$@" bench > "$logf" 2>&1
+  PGPASSWORD=bench-secret timeout 120 pgbench -h 127.0.0.1 -p "$port" -U "$(path_user "$p")" -n "$@" bench > "$logf" 2>&1
   sleep 0.3
   c1=$(cpu_s $(path_field "$p" 3)); s1=$(cpu_s $(path_field "$p" 4))
   tps=$(grep -oP 'tps = \K[0-9.]+' "$logf" | head -1); lat=$(grep -oP 'latency average = \K[0-9.]+' "$logf")
@@ -285,10 +305,11 @@ pgbench_run() {
 bench_connsetup() {
   need pg
   local paths=("$PG_DIRECT" "$PG_NODE" "$PG_HTCP") p rep
-  pg_engine_ok && paths+=("$PG_HPG")
+  pg_engine_ok && paths+=("$PG_HPG" "$PG_SCRAM")
+  keep_paths paths
   for p in "${paths[@]}"; do need_path "$p"; done
   log "connsetup: pgbench -S -C -c 1 -T $PGBC_T, ${#paths[@]} paths x $RUNS runs"
-  for p in "${paths[@]}"; do timeout 30 pgbench -h 127.0.0.1 -p "$(path_field "$p" 2)" -U postgres -n -S -C -c 1 -T 1 bench >/dev/null 2>&1; done
+  for p in "${paths[@]}"; do PGPASSWORD=bench-secret timeout 30 pgbench -h 127.0.0.1 -p "$(path_field "$p" 2)" -U "$(path_user "$p")" -n -S -C -c 1 -T 2 bench >/dev/null 2>&1; done
   for rep in $(seq 1 "$RUNS"); do for p in "${paths[@]}"; do
     pgbench_run connsetup c1 "$p" "$rep" -S -C -c 1 -j 1 -T "$PGBC_T"
   done; done
@@ -297,6 +318,7 @@ bench_connsetup() {
 bench_pgbench() {
   pg_engine_ok || { row pgbench skipped hoop-pg 0 NaN tps 0 0 0 "$PG_ENGINE_WHY"; return 0; }
   local paths=("$PG_DIRECT" "$PG_BOUNCER" "$PG_NODE" "$PG_HTCP" "$PG_HPG") p rep c
+  keep_paths paths
   for p in "${paths[@]}"; do need_path "$p"; done
   log "pgbench: -S -c 1 / -c 16 -T $PGB_T, ${#paths[@]} paths x $RUNS runs"
   for p in "${paths[@]}"; do timeout 30 pgbench -h 127.0.0.1 -p "$(path_field "$p" 2)" -U postgres -n -S -c 16 -j 2 -T 2 bench >/dev/null 2>&1; done
@@ -324,7 +346,7 @@ bench_idle() {
     row idle rss_after_close gateway "$rep" "$g2" KB 0 0 0; row idle rss_after_close cli "$rep" "$c2" KB 0 0 0
     row idle kb_per_conn gateway "$rep" "$(awk -v a=$g0 -v b=$g1 -v n=$opened 'BEGIN{printf "%.1f",(b-a)/n}')" KB/conn "$opened" 0 0
     row idle kb_per_conn cli "$rep" "$(awk -v a=$c0 -v b=$c1 -v n=$opened 'BEGIN{printf "%.1f",(b-a)/n}')" KB/conn "$opened" 0 0
-    row idle open_rate hoop-tcp "$rep" "$(awk -v t=$t -v n=$opened 'BEGIN{printf "%.0f", t>0 ? n*1000/t : 0}')" conn/s "$opened" 0 "$(sub $cpu0 $cpu1)"
+    row idle open_rate hoop-tcp "$rep" "$(awk -v t=$t -v n=$opened 'BEGIN{printf "%.0f", (t>0 ? n*1000/t : 0)}')" conn/s "$opened" 0 "$(sub $cpu0 $cpu1)"
     log "idle #$rep opened $opened/$IDLE_N in ${t}ms; gateway RSS ${g0}->${g1}->${g2} KB, CLI RSS ${c0}->${c1}->${c2} KB"
   done
 }
@@ -332,6 +354,7 @@ bench_idle() {
 bench_bulk() {
   pg_engine_ok || { row bulk skipped hoop-pg 0 NaN s 0 0 0 "$PG_ENGINE_WHY"; return 0; }
   local paths=("$PG_DIRECT" "$PG_HTCP" "$PG_HPG") p rep v name port q s e c0 s0 c1 s1 n
+  keep_paths paths
   for p in "${paths[@]}"; do need_path "$p"; done
   local rows bytes
   rows=$("${PSQL[@]}" -d bench -Atc 'select count(*) from pgbench_accounts')
@@ -358,12 +381,13 @@ bench_bulk() {
 # ---------------------------------------------------------------- main
 T0=$(now_ns)
 { echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"; echo "command: bash bench/run.sh $* (BENCH_RUNS=$RUNS IPERF_T=$IPERF_T PGB_T=$PGB_T PGBC_T=$PGBC_T STARTUP_RUNS=$STARTUP_RUNS IDLE_N=$IDLE_N)"
+  echo "load average at the start: $(cut -d" " -f1-3 /proc/loadavg) (other work on the machine adds noise)"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo), $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
   echo "node: $("$NODE" --version); hoopctl: $("$NODE" "$ROOT/bin/hoopctl" --version 2>/dev/null); commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "tools: $(pgbench --version 2>/dev/null); $(iperf3 --version 2>/dev/null | head -1); $(socat -V 2>/dev/null | sed -n 2p); $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3); $(pgbouncer --version 2>/dev/null | head -1); $(hyperfine --version 2>/dev/null)"
 } > "$OUT/env.txt"
 for s in $ALL; do [[ " $SECTIONS " == *" $s "* ]] && "bench_$s"; done
-echo "wall: $(elapsed_s $T0 $(now_ns)) s" >> "$OUT/env.txt"
+echo "wall: $(elapsed_s $T0 $(now_ns)) s; load average at the end: $(cut -d" " -f1-3 /proc/loadavg)" >> "$OUT/env.txt"
 [ "$PG_ENGINE" = 0 ] && echo "postgres engine: skipped: postgres engine not available ($PG_ENGINE_WHY)" >> "$OUT/env.txt"
 "$NODE" "$HERE/summarize.ts" "$CSV" "$OUT/env.txt" > "$OUT/summary.md"
 cat "$OUT/summary.md"
