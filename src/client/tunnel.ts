@@ -25,6 +25,7 @@ export class LocalTunnel extends EventEmitter {
   readonly #lease: LeaseInfo;
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
+  readonly #websockets = new Set<WebSocket>();
   #token: { value: string; exp: number } | undefined;
   #tokenPending: Promise<string> | undefined;
   readonly #wsUrl: string;
@@ -99,6 +100,8 @@ export class LocalTunnel extends EventEmitter {
   #open(socket: net.Socket, token: string): void {
     if (socket.destroyed) return;
     const ws = new WebSocket(this.#wsUrl, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
+    this.#websockets.add(ws);
+    ws.once('close', () => this.#websockets.delete(ws));
     ws.once('unexpected-response', (_req, res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -140,6 +143,8 @@ export class LocalTunnel extends EventEmitter {
 
   close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
+    // no close handshake on the way out: a busy peer must not hold the CLI for ws's 30 s timeout
+    for (const ws of this.#websockets) ws.terminate();
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
 }

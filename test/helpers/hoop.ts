@@ -108,7 +108,7 @@ function spawnLive(args: string[], env: NodeJS.ProcessEnv): LiveCli {
 }
 
 /** Starts a gateway process. `mutate` edits the config object (connections etc.) before it is written. */
-export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfig>) => void = () => {}, opts: { env?: NodeJS.ProcessEnv; dir?: string; port?: number } = {}): Promise<GatewayProc> {
+export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfig>) => void = () => {}, opts: { env?: NodeJS.ProcessEnv; dir?: string; port?: number; healthUrl?: string } = {}): Promise<GatewayProc> {
   const port = opts.port ?? await freePort();
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'hoop-gw-'));
   const cfg = baseConfig(port);
@@ -121,13 +121,12 @@ export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfi
   let logs = '';
   proc.stdout!.on('data', (d) => { logs += d; });
   proc.stderr!.on('data', (d) => { logs += d; });
-  const url = `http://127.0.0.1:${port}`;
+  const url = opts.healthUrl ?? `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`gateway exited with ${proc.exitCode}:\n${logs}`);
     try {
-      const r = await fetch(`${url}/healthz`);
-      if (r.ok) break;
+      if (await healthy(`${url}/healthz`)) break;
     } catch { /* not yet */ }
     if (Date.now() > deadline) throw new Error(`gateway did not start:\n${logs}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -153,6 +152,15 @@ export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfi
       if (!opts.dir) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** liveness only: a self-signed test certificate is fine here (the CLI under test checks it for real) */
+async function healthy(url: string): Promise<boolean> {
+  if (!url.startsWith('https:')) return (await fetch(url)).ok;
+  const https = await import('node:https');
+  return new Promise((resolve, reject) => {
+    https.get(url, { rejectUnauthorized: false }, (res) => { res.resume(); resolve(res.statusCode === 200); }).on('error', reject);
+  });
 }
 
 /** Logs a CLI home in as a dev_idp client (client credentials). */

@@ -106,6 +106,8 @@ export const configSchema = z.strictObject({
   connections: z.array(connection).default([]),
   /** (extension) lifetime of the short gateway-signed tunnel tokens; default 60s */
   tunnel_token_ttl: duration('tunnel_token_ttl').default(60_000),
+  /** (extension) WebSocket ping interval on tunnels, so proxies do not cut idle ones; default 20s */
+  tunnel_keepalive: duration('tunnel_keepalive').default(20_000),
 });
 
 export type GatewayConfigInput = z.input<typeof configSchema>;

@@ -14,7 +14,6 @@ import { runSession, type SessionDeps } from '../session/run-session.ts';
 
 /** a single frame larger than this closes the tunnel with 1009 (ws maxPayload) */
 export const MAX_FRAME = 4 * 1024 * 1024;
-const PING_MS = 20_000;
 
 export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTokens }) {
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, clientTracking: true });
@@ -27,7 +26,7 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
       alive.set(ws, false);
       ws.ping();
     }
-  }, PING_MS);
+  }, deps.cfg.tunnel_keepalive);
   pinger.unref();
 
   function refuse(socket: Duplex, err: unknown): void {
