@@ -113,6 +113,68 @@ test('node-postgres: parameters, transactions, cursors, LISTEN/NOTIFY, unique vi
   }
 });
 
+test('cancel through the tunnel: a CancelRequest on a new tunnelled connection stops pg_sleep', async () => {
+  const c = new pg.Client({ connectionString: url() });
+  await c.connect();
+  try {
+    const started = Date.now();
+    const q = c.query('select pg_sleep(30)');
+    await new Promise((r) => setTimeout(r, 500));
+    // node-postgres opens a second connection and sends CancelRequest with the (gateway's) key
+    const canceller = new pg.Client({ connectionString: url() }) as unknown as { cancel(c: pg.Client, q: unknown): void };
+    canceller.cancel(c, (c as unknown as { activeQuery: unknown }).activeQuery);
+    await assert.rejects(q, /canceling statement due to user request/);
+    assert.ok(Date.now() - started < 10_000);
+    assert.equal((await c.query('select 7 as x')).rows[0].x, 7);
+  } finally {
+    await c.end();
+  }
+});
+
+test('psql Ctrl-C (SIGINT) cancels the running query through the tunnel', async () => {
+  const { spawn } = await import('node:child_process');
+  const child = spawn('psql', ['-X', url(), '-c', 'select pg_sleep(30)'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  await new Promise((r) => setTimeout(r, 1000));
+  const t0 = Date.now();
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  assert.ok(Date.now() - t0 < 5000);
+  assert.notEqual(code, 0);
+  assert.match(err, /canceling statement due to user request/);
+});
+
+test('interactive psql in a terminal (tmux): \\d, masked rows, Ctrl-C cancels', async (t) => {
+  const tmux = (...a: string[]) => exec('tmux', a).then((r) => r.stdout);
+  try { await exec('tmux', ['-V']); } catch { t.skip('tmux is not installed'); return; }
+  const session = `hoop${process.pid}`;
+  await tmux('new-session', '-d', '-s', session, '-x', '200', '-y', '50', `psql -X -P pager=off '${url()}'`);
+  // tmux ends a command at an argument's trailing ";" even with -l: escape it
+  const type = async (text: string) => { await tmux('send-keys', '-t', session, '-l', text.replace(/;$/, '\\;')); await tmux('send-keys', '-t', session, 'Enter'); };
+  const screen = () => tmux('capture-pane', '-p', '-t', session, '-S', '-200');
+  const waitFor = async (re: RegExp) => {
+    for (let i = 0; i < 100; i++) { const s = await screen(); if (re.test(s)) return s; await new Promise((r) => setTimeout(r, 100)); }
+    throw new Error(`screen never matched ${re}:\n${await screen()}`);
+  };
+  try {
+    await waitFor(/^app=>/m);
+    await type('\\d customers');
+    await waitFor(/Table "public\.customers"[\s\S]*card_number/);
+    await type('select email from customers order by id;');
+    const rows = await waitFor(/\(2 rows\)/);
+    assert.doesNotMatch(rows, /ada@example\.com/);
+    await type('select pg_sleep(30);');
+    await new Promise((r) => setTimeout(r, 800));
+    await tmux('send-keys', '-t', session, 'C-c');
+    await waitFor(/canceling statement due to user request/);
+    await type('select 40 + 2 as answer;');
+    await waitFor(/^\s+42$/m);
+  } finally {
+    await tmux('kill-session', '-t', session).catch(() => {});
+  }
+});
+
 test('COPY out is masked and COPY in works (psql \\copy)', async () => {
   const out = await psql('-At', '-c', '\\copy customers to stdout', '-c', '\\copy (select id, name, upper(email) from customers order by id) to stdout with csv');
   assert.match(out.stdout, /^1\tAda\t\*+@\*+\.\*+\t\*+-\*+-\*+\t[* ]+\t100$/m);
