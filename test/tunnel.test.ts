@@ -167,6 +167,34 @@ test('tunnel tokens: forged, for another connection, expired or for an ended lea
   assert.equal((await api('ci', 'POST', `/api/leases/${lease.id}/tunnel-token`)).status, 403);
 });
 
+test('malformed tunnel traffic: an oversized frame (1009) or an unknown control frame (4007) ends that tunnel only', async () => {
+  const api = async (method: string, path: string, body?: unknown) => (await fetch(gw.url + path, { method, headers: { authorization: `Bearer ${await tokenOf('ci')}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined })).json() as any;
+  const lease = await api('POST', '/api/leases', { connection: 'echo', new: true });
+  const tt = (await api('POST', `/api/leases/${lease.id}/tunnel-token`)).token;
+  const open = async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/tunnel/echo`, { headers: { authorization: `Bearer ${tt}` } });
+    await new Promise((r) => ws.once('open', r));
+    return { ws, closed: new Promise<[number, string]>((r) => ws.once('close', (code, reason) => r([code, reason.toString()]))) };
+  };
+  const big = await open();
+  big.ws.send(Buffer.alloc(5 * 1024 * 1024));
+  assert.equal((await big.closed)[0], 1009);
+  const ctl = await open();
+  ctl.ws.send('rm -rf /');
+  assert.deepEqual(await ctl.closed, [4007, 'unknown control frame on the tunnel']);
+  // the gateway and other tunnels are fine
+  const ok = await open();
+  ok.ws.send(Buffer.from('still here'));
+  const echoed = await new Promise<Buffer>((r) => ok.ws.once('message', (m: Buffer) => r(m)));
+  assert.equal(echoed.toString(), 'still here');
+  ok.ws.close();
+  await new Promise((r) => setTimeout(r, 200));
+  const { sessions } = await api('GET', '/api/sessions?conn=echo');
+  const mine = sessions.filter((s: { leaseId: string }) => s.leaseId === lease.id);
+  assert.equal(mine.length, 3);
+  assert.ok(mine.every((s: { endedAt: number | null }) => s.endedAt), JSON.stringify(mine));
+});
+
 test('tunnel token expiry: a token past its TTL is refused', async () => {
   const short = await startGatewayProc((c) => {
     (c as Record<string, unknown>).tunnel_token_ttl = '1s';

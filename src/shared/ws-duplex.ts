@@ -37,6 +37,7 @@ export class TunnelClosed extends Error {
 }
 
 const SEND_HWM = 1 << 20; // bytes queued in the socket before a writer waits for 'drain'
+const MAX_COALESCE = 1 << 20;
 
 export interface WsDuplex extends Duplex {
   /** set when the WebSocket closed: the peer's code and reason */
@@ -76,7 +77,19 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
     },
     writev(chunks, cb) {
       if (ws.readyState !== ws.OPEN) return cb(new TunnelClosed(d.closeInfo?.code ?? 1006, d.closeInfo?.reason ?? 'tunnel closed'));
-      ws.send(chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk as Buffer)), { binary: true, compress: false });
+      // coalesce small writes into frames of at most MAX_COALESCE bytes (the peer's maxPayload is larger)
+      let batch: Buffer[] = [];
+      let size = 0;
+      for (const { chunk } of chunks) {
+        if (size + chunk.length > MAX_COALESCE && batch.length) {
+          ws.send(batch.length === 1 ? batch[0] : Buffer.concat(batch, size), { binary: true, compress: false });
+          batch = [];
+          size = 0;
+        }
+        batch.push(chunk as Buffer);
+        size += chunk.length;
+      }
+      ws.send(batch.length === 1 ? batch[0] : Buffer.concat(batch, size), { binary: true, compress: false });
       afterSend(cb);
     },
     final(cb) {
@@ -109,6 +122,9 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
       gotEof = true;
       d.push(null);
       maybeClose();
+    } else {
+      // fail closed on anything the tunnel protocol does not define
+      d.closeWith(CloseCode.protocolError, 'unknown control frame on the tunnel');
     }
   });
   ws.on('close', (code: number, reasonBuf: Buffer) => {

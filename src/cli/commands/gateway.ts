@@ -13,7 +13,8 @@ export default async function gateway(opts: { config: string; check?: boolean })
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       gw.log.info({ signal: sig }, 'shutting down');
-      gw.close().then(resolve, resolve);
+      // tunnels were told why, the store is closed: exit even if a target socket lingers
+      gw.close().then(resolve, resolve).finally(() => setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref());
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -20,6 +20,8 @@ export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; l
 
 /** closes the streams this long after asking the engine to say goodbye */
 const GOODBYE_MS = 250;
+/** how long an engine may run on after its client stream closed */
+const ENGINE_GRACE_MS = 5000;
 
 export function dialTarget(conn: ConnectionConfig, timeoutMs = 10_000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -60,8 +62,17 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     },
   });
 
+  // safety net: once the client stream is gone, an engine gets ENGINE_GRACE_MS to wind down
+  const clientGone = new Promise<void>((resolve) => {
+    if (stream.destroyed) return resolve();
+    stream.once('close', () => resolve());
+  }).then(() => new Promise<'stuck'>((resolve) => setTimeout(() => resolve('stuck'), ENGINE_GRACE_MS).unref()));
   try {
-    await engine.handle(stream);
+    const how = await Promise.race([engine.handle(stream), clientGone]);
+    if (how === 'stuck') {
+      log.warn('engine did not finish after the client closed; terminating it');
+      engine.terminate('client closed');
+    }
     closeReason ??= 'client closed';
   } catch (err) {
     const msg = (err as Error).message;

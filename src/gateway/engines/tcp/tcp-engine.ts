@@ -16,6 +16,11 @@ class TcpEngine implements Engine {
   async handle(client: Duplex): Promise<void> {
     const ctx = this.#ctx;
     const target = (this.#target = await ctx.dialTarget());
+    if (client.destroyed) {
+      // the client went away while we dialled
+      target.destroy();
+      return;
+    }
     ctx.record({ type: 'tcp.connected', target: `${ctx.connection.target.host}:${ctx.connection.target.port}` });
     const { stats } = ctx;
     await new Promise<void>((resolve, reject) => {

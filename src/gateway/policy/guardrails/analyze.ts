@@ -12,7 +12,7 @@
  * - PREPARE bodies become a separate Analysis that EXECUTE is judged by.
  */
 import type { GuardrailRule } from '../../config/schema.ts';
-import { constantString, isConstant } from './constant.ts';
+import { constantString, isConstant, literalReads } from './constant.ts';
 import { Lru } from './lru.ts';
 import { parsePlpgsql, parseSql, type PgNode } from './parser.ts';
 import { checkFor, lastName, type RuleContext } from './rules.ts';
@@ -31,6 +31,13 @@ export interface Analysis {
   /** every SQL text that was analysed (the text itself and code found inside it), for deny_patterns */
   readonly texts: readonly string[];
   readonly steps: readonly Step[];
+  /**
+   * Whether the result may depend on the values of the text's literals: constant folding read
+   * one (`WHERE 1 = 1`, `set_config('role', ...)`), code was found inside a string or body
+   * (DO, function bodies, query_to_xml('...')), or the text does not parse (the error names a
+   * token). Only an analysis without any may be shared by texts of the same shape (shape.ts).
+   */
+  readonly literalsRead: boolean;
 }
 
 /** How deep code may hide inside code (a DO block running a string that holds a DO block...). */
@@ -47,6 +54,8 @@ class Collector implements RuleContext {
   readonly texts: string[] = [];
   readonly steps: Step[] = [];
   unanalysable: string | undefined;
+  /** code inside a string or a body was analysed: its text is a literal's value */
+  nested = false;
   /** the source text of the statement being walked (DO and CREATE FUNCTION re-parse it) */
   stmtText = '';
   readonly labels: string[] = [];
@@ -73,8 +82,8 @@ class Collector implements RuleContext {
     }
   }
 
-  toAnalysis(): Analysis {
-    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps };
+  toAnalysis(literalsRead = this.nested): Analysis {
+    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, literalsRead };
   }
 }
 
@@ -87,15 +96,16 @@ export function analyzeSql(sql: string): Analysis {
   const parsed = parseSql(sql);
   let out: Analysis;
   if (!parsed.ok) {
-    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [] };
+    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [], literalsRead: true };
   } else {
     const c = new Collector();
     c.texts.push(sql);
+    const reads = literalReads();
     for (const s of parsed.stmts) {
       c.stmtText = s.text;
       visit(s.stmt, c);
     }
-    out = c.toAnalysis();
+    out = c.toAnalysis(c.nested || literalReads() !== reads);
   }
   cache.set(sql, out);
   return out;
@@ -103,6 +113,7 @@ export function analyzeSql(sql: string): Analysis {
 
 /** Analyses SQL found inside other code into the same collector. */
 function analyzeNested(sql: string, c: Collector, label: string): void {
+  c.nested = true;
   c.within(label, () => {
     if (c.depth >= MAX_DEPTH) return c.fail(`code nested more than ${MAX_DEPTH} levels deep cannot be analysed`);
     c.texts.push(sql);
@@ -135,6 +146,7 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
     body.stmtText = c.stmtText;
     body.labels.push(...c.labels, `prepared statement ${n.name}`);
     visit(n.query, body);
+    if (body.nested) c.nested = true;
     c.steps.push({ op: 'prepare', name: n.name, body: body.toAnalysis() });
     return true;
   },
@@ -143,6 +155,7 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
     return false;
   },
   DoStmt(n, c) {
+    c.nested = true;
     let language = 'plpgsql';
     for (const a of (n.args ?? []) as PgNode[]) if (a.DefElem?.defname === 'language') language = String(a.DefElem.arg?.String?.sval ?? '').toLowerCase();
     c.within('DO block', () => {
@@ -152,6 +165,7 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
     return true;
   },
   CreateFunctionStmt(n, c) {
+    c.nested = true;
     let language = '';
     let body: PgNode[] | undefined;
     for (const o of (n.options ?? []) as PgNode[]) {
@@ -206,6 +220,7 @@ function visit(v: unknown, c: Collector): void {
 // --- PL/pgSQL ----------------------------------------------------------------------------
 
 function plpgsqlBody(c: Collector): void {
+  c.nested = true;
   if (c.depth >= MAX_DEPTH) return c.fail(`code nested more than ${MAX_DEPTH} levels deep cannot be analysed`);
   const parsed = parsePlpgsql(c.stmtText);
   if (!parsed.ok) return c.fail(`the PL/pgSQL body could not be parsed: ${parsed.error}`);

@@ -5,6 +5,11 @@
  * - is an argument a constant string (`'drop table x'`, `'drop ' || 'table x'`, `'...'::text`)?
  *   Then a SQL-executing function's argument or a PL/pgSQL `EXECUTE` string can be judged.
  * Anything not folded is "unknown", and the callers treat unknown conservatively.
+ *
+ * Every read of a literal's value is counted (`literalReads`): a verdict may be shared
+ * between texts that differ only in literal values (shape.ts) only when its analysis read
+ * none. So the folding avoids reads that cannot change its answer: `id = 5` is unknown
+ * because of `id`, without looking at 5.
  */
 import type { PgNode } from './parser.ts';
 
@@ -18,14 +23,45 @@ function strToBool(s: string): boolean | undefined {
   return TRUE_WORDS.has(w) ? true : FALSE_WORDS.has(w) ? false : undefined;
 }
 
+let reads = 0;
+
+/** How many times a literal's value has been read so far (compare before and after an analysis). */
+export function literalReads(): number {
+  return reads;
+}
+
+// evalConst folds these node types; any other node is unknown whatever its literals hold.
+const FOLDABLE = new Set(['A_Const', 'TypeCast', 'BoolExpr', 'A_Expr', 'NullTest', 'BooleanTest']);
+
+function foldable(node: PgNode | undefined): boolean {
+  if (!node) return false;
+  for (const k in node) return FOLDABLE.has(k);
+  return false;
+}
+
 function lastName(names: PgNode[] | undefined): string {
   const n = names?.[names.length - 1];
   return (n?.String?.sval as string | undefined)?.toLowerCase() ?? '';
 }
 
-/** Compares two parse trees ignoring source locations. */
+/**
+ * Compares two parse trees ignoring source locations. When they differ in more than literal
+ * values the answer does not depend on any value; otherwise the comparison reads them.
+ */
 export function sameExpr(a: PgNode, b: PgNode): boolean {
-  const strip = (_k: string, v: unknown) => (_k === 'location' ? undefined : v);
+  let literals = false;
+  const shape = (k: string, v: unknown) => {
+    if (k === 'location') return undefined;
+    if (k === 'A_Const') {
+      literals = true;
+      return 0;
+    }
+    return v;
+  };
+  if (JSON.stringify(a, shape) !== JSON.stringify(b, shape)) return false;
+  if (!literals) return true;
+  reads++;
+  const strip = (k: string, v: unknown) => (k === 'location' ? undefined : v);
   return JSON.stringify(a, strip) === JSON.stringify(b, strip);
 }
 
@@ -33,7 +69,9 @@ function evalConst(node: PgNode | undefined, depth = 0): Value | undefined {
   if (!node || depth > 32) return undefined;
   const c = node.A_Const;
   if (c) {
+    // NULL is a keyword, never a literal whose value varies
     if (c.isnull) return { t: 'null' };
+    reads++;
     if (c.boolval) return { t: 'bool', v: c.boolval.boolval === true };
     if (c.ival) return { t: 'num', v: c.ival.ival ?? 0 };
     if (c.fval) return { t: 'num', v: Number(c.fval.fval) };
@@ -82,9 +120,11 @@ function evalConst(node: PgNode | undefined, depth = 0): Value | undefined {
       if (ae.kind === 'AEXPR_DISTINCT') return { t: 'bool', v: false };
     }
     if (ae.kind !== 'AEXPR_OP' && ae.kind !== 'AEXPR_DISTINCT' && ae.kind !== 'AEXPR_NOT_DISTINCT') return undefined;
+    if (!foldable(ae.lexpr) || !foldable(ae.rexpr)) return undefined;
     const l = evalConst(ae.lexpr, depth + 1);
+    if (!l) return undefined;
     const r = evalConst(ae.rexpr, depth + 1);
-    if (!l || !r) return undefined;
+    if (!r) return undefined;
     if (op === '||' && ae.kind === 'AEXPR_OP') {
       if (l.t === 'null' || r.t === 'null') return { t: 'null' };
       return { t: 'str', v: String(l.v) + String(r.v) };

@@ -10,8 +10,10 @@
  * references to a base table (`row_to_json(c)`, `c.*` inside an expression) are masked,
  * because the table's columns are not known here.
  */
+import { sqlShape } from './lexer.ts';
 import { parseSql, type PgNode } from './parser.ts';
 import { Lru } from './lru.ts';
+import { shapeEntry } from './shape.ts';
 
 export type Derivation = 'masked' | 'plain' | 'unknown';
 
@@ -41,7 +43,14 @@ interface Scope {
 
 type IsMasked = (column: string) => boolean;
 
-const caches = new WeakMap<IsMasked, Lru<string, Derivation[] | null>>();
+interface Caches {
+  /** by text */
+  texts: Lru<string, Derivation[] | null>;
+  /** by shape (lexer.ts), for texts that differ only in literal values */
+  shapes: Lru<string, Derivation[] | null>;
+}
+
+const caches = new WeakMap<IsMasked, Caches>();
 
 /**
  * Derivation of the output columns of the last statement in `sql` (see README.md):
@@ -53,22 +62,31 @@ const caches = new WeakMap<IsMasked, Lru<string, Derivation[] | null>>();
  *   those by their RowDescription names; columns before the first 'unknown' map from the
  *   start, columns after the last from the end). Stars over subqueries and CTEs whose
  *   columns are known are expanded in place, so their derived columns are exact.
- * Cached per `isMaskedName` function and text: pass the same function each time.
+ * Cached per `isMaskedName` function and text: pass the same function each time. Texts that
+ * differ only in literal values share one entry: the derivation never reads a literal's value,
+ * and shape.ts checks that such texts parse to the same tree but for those values.
  */
 export function outputDerivation(sql: string, isMaskedName: IsMasked): Derivation[] | null {
   let cache = caches.get(isMaskedName);
   if (!cache) {
-    cache = new Lru(2000);
+    cache = { texts: new Lru(2000), shapes: new Lru(2000) };
     caches.set(isMaskedName, cache);
   }
-  const hit = cache.get(sql);
+  let hit = cache.texts.get(sql);
   if (hit !== undefined) return hit === null ? null : [...hit];
-  const out = compute(sql, isMaskedName);
-  cache.set(sql, out);
+  const shape = sqlShape(sql);
+  if (shape) {
+    hit = cache.shapes.get(shape.key);
+    if (hit !== undefined) return hit === null ? null : [...hit];
+  }
+  const out = computeDerivation(sql, isMaskedName);
+  cache.texts.set(sql, out);
+  if (shape && shapeEntry(sql, shape).sameTree) cache.shapes.set(shape.key, out);
   return out === null ? null : [...out];
 }
 
-function compute(sql: string, isMasked: IsMasked): Derivation[] | null {
+/** outputDerivation without any cache (exported for the tests' reference). */
+export function computeDerivation(sql: string, isMasked: IsMasked): Derivation[] | null {
   const parsed = parseSql(sql);
   if (!parsed.ok || parsed.stmts.length === 0) return null;
   const stmt = parsed.stmts[parsed.stmts.length - 1].stmt;

@@ -14,8 +14,10 @@
  */
 import type { GuardrailRule, GuardrailsConfig } from '../../config/schema.ts';
 import { analyzeSql, type Analysis } from './analyze.ts';
+import { sqlShape, type Shape } from './lexer.ts';
 import { Lru } from './lru.ts';
 import { normalizeForPatterns } from './parser.ts';
+import { patternForms, shapeEntry, sharedAnalysis, type ShapeEntry } from './shape.ts';
 
 export type Verdict =
   | { action: 'allow' }
@@ -42,8 +44,14 @@ export class Rules {
   readonly failClosedDeny: boolean;
   readonly #cache = new Lru<string, Cached>(2000);
   readonly #bodyVerdicts = new WeakMap<Analysis, Verdict>();
+  /** verdicts of analyses shared by shape, before deny_patterns: a rule's deny, else the tail */
+  readonly #shared = new WeakMap<Analysis, { deny?: Verdict; tail: Verdict }>();
 
-  constructor(cfg: GuardrailsConfig | undefined) {
+  /** share verdicts between texts that differ only in literal values (off: tests' reference) */
+  readonly #byShape: boolean;
+
+  constructor(cfg: GuardrailsConfig | undefined, options: { shareByShape?: boolean } = {}) {
+    this.#byShape = options.shareByShape ?? true;
     this.deny = new Set(cfg?.deny ?? []);
     this.review = new Set(cfg?.review ?? []);
     this.patterns = (cfg?.deny_patterns ?? []).map((p) => new RegExp(p, 'i'));
@@ -54,6 +62,15 @@ export class Rules {
   lookup(sql: string): Cached {
     let c = this.#cache.get(sql);
     if (!c) {
+      // Texts that differ from a judged one only in literal values share its verdict when
+      // that is exact (shape.ts); they are not added to the text cache, which they would flood.
+      const shape = this.#byShape ? sqlShape(sql) : undefined;
+      if (shape) {
+        const e = shapeEntry(sql, shape);
+        const a = sharedAnalysis(e);
+        const v = a ? this.#sharedVerdict(a, e, sql, shape) : undefined;
+        if (a && v) return { analysis: a, final: v };
+      }
       const analysis = analyzeSql(sql);
       const base = this.#staticDeny(analysis, true);
       c = { analysis, base };
@@ -83,6 +100,32 @@ export class Rules {
     return v;
   }
 
+  /** Steps 2, 3 and 5-7 for a text of a shape whose analysis is shared (it parses, has no steps). */
+  #sharedVerdict(a: Analysis, e: ShapeEntry, sql: string, shape: Shape): Verdict | undefined {
+    let s = this.#shared.get(a);
+    if (!s) {
+      s = { deny: this.#staticDeny(a, false), tail: this.#tail(a, undefined) };
+      this.#shared.set(a, s);
+    }
+    if (s.deny) return s.deny;
+    if (this.patterns.length > 0) {
+      const forms = patternForms(e, sql, shape);
+      if (!forms) return undefined;
+      const p = this.#patternDeny(sql, forms[0], forms[1]);
+      if (p) return p;
+    }
+    return s.tail;
+  }
+
+  #patternDeny(text: string, spaced: string, compact: string): Verdict | undefined {
+    for (const re of this.patterns) {
+      if (re.test(text) || re.test(spaced) || re.test(compact)) {
+        return { action: 'deny', rule: 'deny_patterns', message: `blocked by guardrail deny_patterns: the SQL matches /${re.source}/` };
+      }
+    }
+    return undefined;
+  }
+
   /** Steps 1-3. Pattern checks are skipped for PREPARE bodies, whose text was checked when prepared. */
   #staticDeny(a: Analysis, withPatterns: boolean): Verdict | undefined {
     if (a.unparseable !== undefined) {
@@ -94,11 +137,8 @@ export class Rules {
     if (withPatterns && this.patterns.length > 0) {
       for (const text of a.texts) {
         const [spaced, compact] = normalizeForPatterns(text);
-        for (const re of this.patterns) {
-          if (re.test(text) || re.test(spaced) || re.test(compact)) {
-            return { action: 'deny', rule: 'deny_patterns', message: `blocked by guardrail deny_patterns: the SQL matches /${re.source}/` };
-          }
-        }
+        const p = this.#patternDeny(text, spaced, compact);
+        if (p) return p;
       }
     }
     return undefined;

@@ -88,17 +88,43 @@ function sliceStatement(sql: string, loc: number, len: number): string {
  * Scanner offsets are UTF-8 byte offsets, so the text is sliced as bytes.
  */
 export function normalizeForPatterns(sql: string): [spaced: string, compact: string] {
+  const forms = normalizedPieces(sql, NO_SLOTS);
+  if (!forms) {
+    const s = sql.replace(/\s+/g, ' ').trim().toLowerCase();
+    return [s, s];
+  }
+  return [forms.spaced[0].toLowerCase(), forms.compact[0].toLowerCase()];
+}
+
+/**
+ * normalizeForPatterns as a template: the normalized forms of `sql` cut at the given tokens
+ * (flattened [start, end) UTF-8 byte spans, in order), lowercased, so that
+ * `pieces[0] + lower(token0) + pieces[1] + ...` is the normalized form of any text that
+ * differs from `sql` only in those tokens (see shape.ts). Undefined when a span is not exactly
+ * one scanner token or the text does not scan.
+ */
+export function patternTemplate(sql: string, byteSpans: readonly number[]): { spaced: string[]; compact: string[] } | undefined {
+  const forms = normalizedPieces(sql, byteSpans);
+  if (!forms) return undefined;
+  return { spaced: forms.spaced.map((s) => s.toLowerCase()), compact: forms.compact.map((s) => s.toLowerCase()) };
+}
+
+const NO_SLOTS: readonly number[] = [];
+
+function normalizedPieces(sql: string, slots: readonly number[]): { spaced: string[]; compact: string[] } | undefined {
   assertReady();
   let tokens;
   try {
     tokens = scanSync(sql).tokens;
   } catch {
-    const s = sql.replace(/\s+/g, ' ').trim().toLowerCase();
-    return [s, s];
+    return undefined;
   }
   const buf = Buffer.from(sql, 'utf8');
   const spaced: string[] = [];
   const compact: string[] = [];
+  const spacedOut: string[] = [];
+  const compactOut: string[] = [];
+  let slot = 0;
   let prevEnd = -1;
   let prevWordy = false;
   for (const t of tokens) {
@@ -109,13 +135,25 @@ export function normalizeForPatterns(sql: string): [spaced: string, compact: str
       spaced.push(' ');
       if (wordy && prevWordy) compact.push(' ');
     }
-    const decoded = decodeIdentifier(text);
-    spaced.push(decoded);
-    compact.push(decoded);
+    if (slot < slots.length && t.end > slots[slot]) {
+      if (t.start !== slots[slot] || t.end !== slots[slot + 1]) return undefined;
+      spacedOut.push(spaced.join(''));
+      compactOut.push(compact.join(''));
+      spaced.length = 0;
+      compact.length = 0;
+      slot += 2;
+    } else {
+      const decoded = decodeIdentifier(text);
+      spaced.push(decoded);
+      compact.push(decoded);
+    }
     prevEnd = t.end;
     prevWordy = wordy;
   }
-  return [spaced.join('').toLowerCase(), compact.join('').toLowerCase()];
+  if (slot !== slots.length) return undefined;
+  spacedOut.push(spaced.join(''));
+  compactOut.push(compact.join(''));
+  return { spaced: spacedOut, compact: compactOut };
 }
 
 const WORDY = /^[\p{L}\p{N}_$'"]/u;
