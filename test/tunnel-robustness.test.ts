@@ -96,62 +96,62 @@ test('keepalive: the gateway pings tunnels at tunnel_keepalive, and an idle tunn
   }
 });
 
-test('backpressure upload: a target that stops reading holds the client back; gateway and CLI memory stay bounded', async () => {
-  const c = await connect('sink');
+/**
+ * Opens one tunnelled connection on `conn`, runs `drive` on it, and returns how much the gateway
+ * and the CLI grew (MB) while it ran.
+ */
+async function memoryGrowthWhile(conn: string, drive: (s: net.Socket) => Promise<void>): Promise<{ gateway: number; cli: number }> {
+  const c = await connect(conn);
   try {
     const gwBefore = rssKb(gw.proc.pid!);
     const cliBefore = rssKb(c.live.proc.pid!);
     const s = net.connect(c.port, '127.0.0.1');
     s.on('error', () => {});
     await new Promise((r) => s.once('connect', r));
-    const chunk = Buffer.alloc(1 << 20, 1);
-    let accepted = 0;
-    const deadline = Date.now() + 3000;
-    // write until the local socket reports a full buffer for 1 s (bounded by the deadline and 1 GB)
-    while (Date.now() < deadline && accepted < 1024) {
-      if (s.write(chunk)) { accepted++; continue; }
-      accepted++;
-      const drained = await Promise.race([new Promise((r) => s.once('drain', () => r(true))), new Promise((r) => setTimeout(() => r(false), 1000))]);
-      if (!drained) break;
-    }
-    const gwGrowth = (rssKb(gw.proc.pid!) - gwBefore) / 1024;
-    const cliGrowth = (rssKb(c.live.proc.pid!) - cliBefore) / 1024;
-    assert.ok(accepted < 200, `the client could push ${accepted} MB into a target that reads nothing`);
-    assert.ok(gwGrowth < 64, `gateway grew ${gwGrowth.toFixed(1)} MB`);
-    assert.ok(cliGrowth < 64, `CLI grew ${cliGrowth.toFixed(1)} MB`);
+    await drive(s);
+    const growth = { gateway: (rssKb(gw.proc.pid!) - gwBefore) / 1024, cli: (rssKb(c.live.proc.pid!) - cliBefore) / 1024 };
     s.destroy();
+    return growth;
   } finally {
     c.live.kill('SIGINT');
     await c.live.exited;
   }
+}
+
+test('backpressure upload: a target that stops reading holds the client back; gateway and CLI memory stay bounded', async () => {
+  let accepted = 0;
+  const grew = await memoryGrowthWhile('sink', async (s) => {
+    const chunk = Buffer.alloc(1 << 20, 1);
+    const deadline = Date.now() + 3000;
+    // write until the local socket reports a full buffer for 1 s (bounded by the deadline and 1 GB)
+    while (Date.now() < deadline && accepted < 1024) {
+      accepted++;
+      if (s.write(chunk)) continue;
+      const drained = await Promise.race([new Promise((r) => s.once('drain', () => r(true))), new Promise((r) => setTimeout(() => r(false), 1000))]);
+      if (!drained) break;
+    }
+  });
+  assert.ok(accepted < 200, `the client could push ${accepted} MB into a target that reads nothing`);
+  assert.ok(grew.gateway < 64, `gateway grew ${grew.gateway.toFixed(1)} MB`);
+  assert.ok(grew.cli < 64, `CLI grew ${grew.cli.toFixed(1)} MB`);
 });
 
 test('backpressure download: a client that stops reading holds the target back; memory stays bounded', async () => {
-  const c = await connect('source');
-  try {
-    const gwBefore = rssKb(gw.proc.pid!);
-    const cliBefore = rssKb(c.live.proc.pid!);
-    const s = net.connect(c.port, '127.0.0.1');
-    s.on('error', () => {});
-    await new Promise((r) => s.once('connect', r));
+  let resumed = false;
+  const grew = await memoryGrowthWhile('source', async (s) => {
     let got = 0;
     let stopped = false;
     s.on('data', (d: Buffer) => { got += d.length; if (!stopped && got > 8 << 20) { stopped = true; s.pause(); } });
     await new Promise((r) => setTimeout(r, 3000));
-    const gwGrowth = (rssKb(gw.proc.pid!) - gwBefore) / 1024;
-    const cliGrowth = (rssKb(c.live.proc.pid!) - cliBefore) / 1024;
-    assert.ok(gwGrowth < 64, `gateway grew ${gwGrowth.toFixed(1)} MB while the client read nothing`);
-    assert.ok(cliGrowth < 64, `CLI grew ${cliGrowth.toFixed(1)} MB while the client read nothing`);
     // and the stream resumes when the client reads again
     const before = got;
     s.resume();
     await new Promise((r) => setTimeout(r, 300));
-    assert.ok(got > before + (1 << 20));
-    s.destroy();
-  } finally {
-    c.live.kill('SIGINT');
-    await c.live.exited;
-  }
+    resumed = got > before + (1 << 20);
+  });
+  assert.ok(grew.gateway < 64, `gateway grew ${grew.gateway.toFixed(1)} MB while the client read nothing`);
+  assert.ok(grew.cli < 64, `CLI grew ${grew.cli.toFixed(1)} MB while the client read nothing`);
+  assert.ok(resumed, 'data flows again once the client reads');
 });
 
 test('TLS: gateway with tls serves https/wss; login, connect and 10 MB round trip work', async () => {
