@@ -102,6 +102,8 @@ const BAD: Array<[string, string, string, NodeJS.ProcessEnv?]> = [
   ['missing auth', 'listen: 127.0.0.1:8009\n', 'hoopctl: FILE: auth: is required'],
   ['duplicate names', `${AUTH}connections:\n  - { name: x, type: tcp, target: { port: 1 }, access: { groups: [a] } }\n  - { name: x, type: tcp, target: { port: 2 }, access: { groups: [a] } }\n`,
     'hoopctl: FILE: connections[1].name: duplicate connection name "x" (also connections[0])'],
+  ['postgres store not yet available', `${AUTH}store: postgres://u:p@127.0.0.1/hoop\n`,
+    'hoopctl: FILE: store: the PostgreSQL store (for several gateway replicas) is not available in this version yet; use sqlite:<path>'],
   ['invalid YAML', 'auth: { issuer: dev\n', 'hoopctl: FILE: invalid YAML at line'],
   ['wrong type', `${AUTH}connections:\n  - { name: x, type: tcp, target: { port: "80" }, access: { groups: [a] } }\n`,
     'hoopctl: FILE: connections[0].target.port: must be a number (got "80")'],

@@ -76,6 +76,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const cfg = parsed.data;
 
   // step 3: rules that span keys
+  if (/^postgres(ql)?:/.test(cfg.store)) throw new ConfigError(file, 'store', 'the PostgreSQL store (for several gateway replicas) is not available in this version yet; use sqlite:<path>');
   if (cfg.auth.issuer === 'dev' && !cfg.dev_idp) throw new ConfigError(file, 'dev_idp', 'is required when auth.issuer is "dev"');
   if (cfg.auth.issuer !== 'dev' && cfg.dev_idp) throw new ConfigError(file, 'dev_idp', 'is only allowed when auth.issuer is "dev"');
   const scheme = cfg.tls ? 'https' : 'http';
