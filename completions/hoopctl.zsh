@@ -11,6 +11,8 @@ _hoopctl() {
     'connect:lease a connection and open a local port that tunnels to it through the gateway'
     'leases:list your leases (--all\: every user'\''s, admins only)'
     'revoke:end a lease now\: its open connections are closed'
+    'sessions:list recorded sessions (yours; admins may pass --user)'
+    'audit:the gateway'\''s audit log\: leases, sessions, blocked statements (admins)'
     'gateway:run the gateway server'
     'demo:start a gateway, dev IdP and a seeded demo PostgreSQL, and print what to try'
     'completion:print a shell completion script'
@@ -34,6 +36,10 @@ _hoopctl() {
       _arguments '(--all -a)'{--all,-a}'[every user'\''s leases (admins)]' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (revoke)
       _arguments '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
+    (sessions)
+      _arguments '--conn[only this connection]:value:' '--user[only this user (admins)]:value:' '--since[only sessions started within this window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
+    (audit)
+      _arguments '--since[window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (gateway)
       _arguments '(--config -c)'{--config,-c}'[gateway.yaml]:value:' '--check[validate the config and exit]' '*:arg:' ;;
     (demo)

@@ -256,6 +256,24 @@ test('100 MB each way arrives byte-identical (hash compared)', async () => {
   }
 });
 
+test('sessions and audit from the CLI: sessions are listed with bytes; the audit log is for admins and names every step', async () => {
+  const mine = await gw.cli(['sessions', '--conn', 'pg-raw', '--json'], { home: 'ci' });
+  assert.equal(mine.code, 0, mine.stderr);
+  const rows = JSON.parse(mine.stdout);
+  assert.ok(rows.length >= 1 && rows.every((r: { user: string; connection: string }) => r.user === 'ci-bot' && r.connection === 'pg-raw'));
+  assert.ok(rows.some((r: { bytesOut: number }) => r.bytesOut > 0));
+  const text = await gw.cli(['sessions'], { home: 'ci' });
+  assert.match(text.stdout, /^ID\s+CONNECTION\s+USER\s+STARTED/);
+  assert.equal((await gw.cli(['sessions', '--user', 'dba-bot'], { home: 'ci' })).code, 4);
+  const denied = await gw.cli(['audit'], { home: 'ci' });
+  assert.equal(denied.code, 4);
+  assert.match(denied.stderr, /the audit log needs an admin group \(sec-admins\)/);
+  const audit = await gw.cli(['audit', '--since', '1h', '--json'], { home: 'admin' });
+  assert.equal(audit.code, 0, audit.stderr);
+  const types = new Set(JSON.parse(audit.stdout).map((e: { type: string }) => e.type));
+  for (const t of ['lease.created', 'lease.expired', 'lease.revoked', 'session.started', 'session.ended']) assert.ok(types.has(t), `audit has ${t}`);
+});
+
 test('leases survive a gateway restart', async () => {
   const lease = JSON.parse((await gw.cli(['leases', '--json'], { home: 'ci' })).stdout).find((l: { status: string; connection: string }) => l.status === 'active' && l.connection === 'pg-raw');
   assert.ok(lease);

@@ -77,6 +77,22 @@ export function buildProgram(): Command {
     .option('--json', 'print as JSON')
     .action(run(() => import('./commands/revoke.ts')));
 
+  program.command('sessions')
+    .description('list recorded sessions (yours; admins may pass --user)')
+    .option('--conn <name>', 'only this connection')
+    .option('--user <user>', 'only this user (admins)')
+    .option('--since <dur>', 'only sessions started within this window, e.g. 24h')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(() => import('./commands/sessions.ts')));
+
+  program.command('audit')
+    .description('the gateway\'s audit log: leases, sessions, blocked statements (admins)')
+    .option('--since <dur>', 'window, e.g. 24h', '24h')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(() => import('./commands/audit.ts')));
+
   program.command('gateway')
     .description('run the gateway server')
     .requiredOption('-c, --config <file>', 'gateway.yaml')
