@@ -7,6 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import net from 'node:net';
 import { WebSocket } from 'ws';
 import { SignJWT } from 'jose';
 import { startPostgres, freePort, type PgCluster } from './helpers/postgres.ts';
@@ -109,6 +110,37 @@ test('revocation from another CLI process (owner or admin) closes the open tunne
   assert.equal(r.code, 4);
   assert.match(r.stderr, /lease revoked by admin-bot/);
   assert.equal((await gw.cli(['revoke', c.lease], { home: 'ci' })).code, 4);
+});
+
+test('on a terminal (tmux), connect draws a live view; Ctrl-C stops it', async (t) => {
+  try { await exec('tmux', ['-V']); } catch { t.skip('tmux is not installed'); return; }
+  const session = `hoopconn${process.pid}`;
+  const port = await freePort();
+  const env = { HOOP_CONFIG_DIR: gw.home('ci'), HOOP_GATEWAY: gw.url, DBUS_SESSION_BUS_ADDRESS: 'unix:path=/nonexistent' };
+  const envArgs = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
+  await exec('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '20', `env ${envArgs} '${process.execPath}' '${new URL('../bin/hoopctl', import.meta.url).pathname}' connect echo --port ${port}; sleep 30`]);
+  const screen = async () => (await exec('tmux', ['capture-pane', '-p', '-t', session]).catch((e) => ({ stdout: `(tmux: ${e.stderr})` }))).stdout;
+  const waitFor = async (re: RegExp) => {
+    for (let i = 0; i < 100; i++) { const s = await screen(); if (re.test(s)) return s; await new Promise((r) => setTimeout(r, 100)); }
+    throw new Error(`screen never matched ${re}:\n${await screen()}`);
+  };
+  try {
+    await waitFor(new RegExp(`echo \\(tcp\\) on 127\\.0\\.0\\.1:${port}`));
+    await waitFor(/connect with: nc 127\.0\.0\.1/);
+    await waitFor(/lease ls_\w+: \d+h\d\dm\d\ds left/);
+    await pumpThrough(port, 1 << 20);
+    await waitFor(/connections: 0 open, 1 total\s+up 1\.0 MB\s+down 1\.0 MB/);
+    await exec('tmux', ['send-keys', '-t', session, 'C-c']);
+    // the listener is gone once the CLI stopped
+    for (let i = 0; i < 50; i++) {
+      const refused = await new Promise<boolean>((r) => { const s = net.connect(port, '127.0.0.1'); s.once('connect', () => { s.destroy(); r(false); }); s.once('error', () => r(true)); });
+      if (refused) break;
+      assert.ok(i < 49, 'connect still listening after Ctrl-C');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await exec('tmux', ['kill-session', '-t', session]).catch(() => {});
+  }
 });
 
 test('leases --all is for admins only', async () => {
