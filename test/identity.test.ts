@@ -45,6 +45,34 @@ test('device flow: CLI login completed in the dev IdP forms, whoami shows user a
   assert.ok(Date.parse(me.expires_at) > Date.now());
 });
 
+test('device flow on a terminal (tmux): the ink view shows URL and code, then the login completes', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const exec = promisify(execFile);
+  try { await exec('tmux', ['-V']); } catch { t.skip('tmux is not installed'); return; }
+  const session = `hooplogin${process.pid}`;
+  const env = { HOOP_CONFIG_DIR: gw.home('tty'), HOOP_GATEWAY: gw.url, DBUS_SESSION_BUS_ADDRESS: 'unix:path=/nonexistent' };
+  const envArgs = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
+  const bin = new URL('../bin/hoopctl', import.meta.url).pathname;
+  await exec('tmux', ['new-session', '-d', '-s', session, '-x', '150', '-y', '20', `env ${envArgs} '${process.execPath}' '${bin}' login --no-browser; sleep 30`]);
+  const screen = async () => (await exec('tmux', ['capture-pane', '-p', '-t', session]).catch((e) => ({ stdout: String(e.stderr) }))).stdout;
+  const waitFor = async (re: RegExp) => {
+    for (let i = 0; i < 150; i++) { const s = await screen(); const m = s.match(re); if (m) return m; await new Promise((r) => setTimeout(r, 100)); }
+    throw new Error(`screen never matched ${re}:\n${await screen()}`);
+  };
+  try {
+    const [, uri] = await waitFor(/Open (http\S+)/);
+    const [, code] = await waitFor(/enter the code (\S+)/);
+    await waitFor(/waiting for approval/);
+    await completeDeviceFlow({ uri, userCode: code }, 'bob', 'bob');
+    await waitFor(/Logged in to .* as bob \(groups: dba, sec-admins\)/);
+  } finally {
+    await exec('tmux', ['kill-session', '-t', session]).catch(() => {});
+  }
+  const who = JSON.parse((await gw.cli(['whoami', '--json'], { home: 'tty' })).stdout);
+  assert.equal(who.sub, 'bob');
+});
+
 test('device flow: access token refreshed with the refresh token before it expires', async () => {
   const r = await deviceLogin('refresher', 'alice', 'alice');
   assert.equal(r.code, 0, r.stderr);
