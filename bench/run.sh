@@ -10,6 +10,8 @@
 #   (the defaults keep a full run near 10 minutes on 2 cores; PGB_T=10 PGBC_T=10 adds ~4 minutes)
 #              BENCH_DIR=/tmp/hoop-bench (PostgreSQL cluster kept between runs, runs/<date>/ results)  BENCH_KEEP=1
 #              BENCH_ONLY="hoop-tcp hoop-pg": only these paths (and direct, for the ratios)
+#              IPERF_DIRS="up down": iperf directions to run (e.g. only "up" for a profile of one direction)
+#              BENCH_PORT_OFFSET=0: add this to every port (a second run beside another one, with its own BENCH_DIR)
 #              BENCH_PROF=1: V8 CPU profiles of the gateway and each `hoopctl connect` (runs/<date>/prof/,
 #              top functions in prof-top.md; profiling slows them, so figures of such a run are not comparable)
 # Every listener binds 127.0.0.1 on fixed ports 27009-27451 (below the ephemeral range, so no outgoing connection holds them; checked free first); every loop is bounded;
@@ -38,6 +40,11 @@ P_GW=27009
 P_IPERF=27201 P_SOCAT_IP=27202 P_NSRV_IP=27203 P_NCLI_IP=27204 P_HAPROXY_IP=27207 P_NBSRV_IP=27208 P_NBCLI_IP=27209 P_HOOP_IP=27210
 P_ECHO=27300 P_HOOP_IDLE=27301
 P_PG=27432 P_PGBOUNCER=27434 P_NSRV_PG=27438 P_NCLI_PG=27439 P_HOOP_PGTCP=27450 P_HOOP_PG=27451
+# BENCH_PORT_OFFSET=N shifts every port by N, so two runs (e.g. with different BENCH_DIR) can share a machine
+if [ -n "${BENCH_PORT_OFFSET:-}" ]; then
+  for v in P_GW P_IPERF P_SOCAT_IP P_NSRV_IP P_NCLI_IP P_HAPROXY_IP P_NBSRV_IP P_NBCLI_IP P_HOOP_IP P_ECHO P_HOOP_IDLE \
+           P_PG P_PGBOUNCER P_NSRV_PG P_NCLI_PG P_HOOP_PGTCP P_HOOP_PG; do printf -v "$v" %d $((${!v} + BENCH_PORT_OFFSET)); done
+fi
 
 RUN=$B/runs/$(date +%Y%m%d-%H%M%S); OUT=$RUN; LOGS=$RUN/logs; CONF=$RUN/conf
 mkdir -p "$LOGS" "$CONF" "$RUN/gw"
@@ -272,7 +279,7 @@ bench_iperf() {
   local p; for p in "${IPERF_PATHS[@]}"; do need_path "$p"; done
   for p in "${IPERF_PATHS[@]}"; do timeout 20 iperf3 -c 127.0.0.1 -p "$(path_field "$p" 2)" -t 2 >/dev/null 2>&1; done # warm-up (JIT: a cold Node relay runs at half speed)
   local rep dir name port js R c0 s0 c1 s1 g t0 t1
-  for rep in $(seq 1 "$RUNS"); do for dir in up down; do for p in "${IPERF_PATHS[@]}"; do
+  for rep in $(seq 1 "$RUNS"); do for dir in ${IPERF_DIRS:-up down}; do for p in "${IPERF_PATHS[@]}"; do
     name=$(path_field "$p" 1); port=$(path_field "$p" 2); js=$LOGS/iperf_${name}_${dir}_$rep.json; R=""; [ $dir = down ] && R=-R
     c0=$(cpu_s $(path_field "$p" 3)); s0=$(cpu_s $(path_field "$p" 4)); t0=$(now_ns)
     timeout $((IPERF_T + 30)) iperf3 -c 127.0.0.1 -p "$port" -t "$IPERF_T" $R -J > "$js" 2>&1

@@ -12,6 +12,7 @@ import pg from 'pg';
 import { startPostgres, type PgCluster } from './helpers/postgres.ts';
 import { startGateway, psqlVia, type TestGateway } from './helpers/pg-engine.ts';
 import { registeredBackends } from '../src/gateway/engines/postgres/cancel-registry.ts';
+import { scramStats } from '../src/gateway/engines/postgres/scram.ts';
 
 let db: PgCluster;
 before(async () => {
@@ -94,6 +95,97 @@ for (const auth of ['md5', 'password'] as const) {
     }
   });
 }
+
+test('SCRAM: the password-derived keys are reused across logins; a wrong secret still fails', async () => {
+  await withGateway({}, async (gw) => {
+    const before = scramStats.derivations;
+    for (let i = 0; i < 3; i++) {
+      const r = await psqlVia(gw.port, 'select current_user');
+      assert.equal(r.stdout, 'app\n', r.stderr);
+    }
+    // at most one PBKDF2 for three logins (none when an earlier test already derived them)
+    assert.ok(scramStats.derivations - before <= 1, `${scramStats.derivations - before} derivations`);
+  });
+  await withGateway({ password: 'not-the-secret' }, async (gw) => {
+    const r = await psqlVia(gw.port, 'select 1');
+    assert.match(r.stderr, /password authentication failed for user "app"/);
+  });
+});
+
+/**
+ * A fake target that runs SCRAM up to the client's proof, then either skips SASLFinal or sends a
+ * wrong server signature, and says AuthenticationOk: a server that does not know the verifier.
+ */
+async function fakeScramTarget(mode: 'skip-final' | 'bad-signature'): Promise<{ port: number; close(): void }> {
+  const be = (code: string, body: Buffer) => { const h = Buffer.alloc(5); h.write(code, 0, 'latin1'); h.writeInt32BE(body.length + 4, 1); return Buffer.concat([h, body]); };
+  const auth = (n: number, data = Buffer.alloc(0)) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return be('R', Buffer.concat([b, data])); };
+  const server = net.createServer((s) => {
+    let buf = Buffer.alloc(0);
+    let stage = 0;
+    s.on('error', () => undefined);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      for (;;) {
+        if (stage === 0) {
+          if (buf.length < 4 || buf.length < buf.readInt32BE(0)) return;
+          buf = buf.subarray(buf.readInt32BE(0));
+          s.write(auth(10, Buffer.from('SCRAM-SHA-256\0\0')));
+          stage = 1;
+          continue;
+        }
+        if (buf.length < 5 || buf.length < 1 + buf.readInt32BE(1)) return;
+        const msg = buf.subarray(5, 1 + buf.readInt32BE(1));
+        buf = buf.subarray(1 + buf.readInt32BE(1));
+        if (stage === 1) {
+          const text = msg.toString('latin1');
+          const nonce = /r=([^,]+)$/.exec(text)![1];
+          s.write(auth(11, Buffer.from(`r=${nonce}server,s=${randomBytes(16).toString('base64')},i=4096`)));
+          stage = 2;
+        } else if (stage === 2) {
+          if (mode === 'bad-signature') s.write(auth(12, Buffer.from(`v=${randomBytes(32).toString('base64')}`)));
+          s.write(Buffer.concat([auth(0), be('Z', Buffer.from('I'))]));
+          stage = 3;
+        }
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
+}
+
+for (const mode of ['skip-final', 'bad-signature'] as const) {
+  test(`SCRAM: a target that cannot prove it knows the password is refused (${mode})`, async () => {
+    const fake = await fakeScramTarget(mode);
+    try {
+      await withGateway({ target: { port: fake.port, sslmode: 'disable' } }, async (gw) => {
+        const r = await psqlVia(gw.port, 'select 1');
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, mode === 'skip-final' ? /without proving its identity/ : /server signature does not match/);
+      });
+    } finally {
+      fake.close();
+    }
+  });
+}
+
+test('regression: a client that stops reading for a while still gets every row (the target was not resumed after the client drained)', async () => {
+  await withGateway({}, async (gw) => {
+    const c = client(gw);
+    await c.connect();
+    try {
+      const stream = (c as unknown as { connection: { stream: net.Socket } }).connection.stream;
+      const q = c.query(`select repeat('x', 1000) as v from generate_series(1, 30000)`);
+      // stop reading until the gateway's writes back up (30 MB > socket buffers), then go on
+      stream.pause();
+      await new Promise((r) => setTimeout(r, 500));
+      stream.resume();
+      const r = await Promise.race([q, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('stalled')), 20_000))]);
+      assert.equal(r.rowCount, 30000);
+    } finally {
+      await c.end();
+    }
+  });
+});
 
 test('a wrong target secret gives the client a clear error and ends the session cleanly', async () => {
   await withGateway({ password: 'wrong-secret' }, async (gw) => {

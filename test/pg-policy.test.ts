@@ -59,8 +59,8 @@ test('a blocked statement in a multi-statement query is not run; the session sta
     assert.equal(gw.stats().blocked, 1);
     assert.ok(gw.audits.some((a) => a.type === 'query.blocked' && a.data.rule === 'drop'));
     assert.ok(gw.events.some((e) => e.type === 'query.blocked' && e.rule === 'drop'));
-    // the blocked text never went to the target: only the allowed statement was recorded as started
-    assert.deepEqual(gw.events.filter((e) => e.type === 'query.started').map((e) => e.text), ['select 42']);
+    // the blocked text never went to the target: only the allowed statement was recorded as run
+    assert.deepEqual(gw.events.filter((e) => e.type === 'query.completed').map((e) => e.text), ['select 42']);
   });
 });
 
@@ -223,7 +223,66 @@ test('masking over the extended protocol, text and binary results, prepared stat
   });
 });
 
+test('masking: one shared catalog connection for all sessions, reloaded after DDL through the gateway', async () => {
+  await db.psql(`create table renames(id int, secret_code text); insert into renames values (1, 'RAWVALUE1');
+                 create table renamed_outside(id int, contact text); insert into renamed_outside values (1, 'RAWVALUE2');`, { db: 'app', user: 'app' });
+  await withGateway({ masking }, async (gw) => {
+    for (let i = 0; i < 3; i++) {
+      const r = await psqlVia(gw.port, 'select secret_code as x from renames', { db: 'app' });
+      assert.equal(r.stdout, '*********\n', r.stderr);
+    }
+    const sides = await db.psql(`select count(*) from pg_stat_activity where application_name = 'hoopctl-catalog'`);
+    assert.equal(sides.trim(), '1', 'one side connection for three sessions');
+
+    // renamed through the gateway: the catalog is reloaded once the change is committed
+    const alter = await psqlVia(gw.port, 'alter table renames rename column secret_code to plain_code', { db: 'app' });
+    assert.equal(alter.code, 0, alter.stderr);
+    let out = '';
+    for (let i = 0; i < 40 && out !== 'RAWVALUE1\n'; i++) {
+      out = (await psqlVia(gw.port, 'select plain_code as y from renames', { db: 'app' })).stdout;
+      if (out !== 'RAWVALUE1\n') await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(out, 'RAWVALUE1\n', 'the renamed column is plain after the reload');
+
+    // renamed behind the gateway's back (the catalog still has the old name): an alias of the
+    // now-masked name is caught by the statement's own SQL
+    assert.equal((await psqlVia(gw.port, 'select contact as c from renamed_outside', { db: 'app' })).stdout, 'RAWVALUE2\n');
+    await db.psql('alter table renamed_outside rename column contact to secret_code', { db: 'app', user: 'app' });
+    const r = await psqlVia(gw.port, 'select secret_code as c from renamed_outside', { db: 'app' });
+    assert.equal(r.stdout, '*********\n', r.stderr);
+  });
+});
+
 // ---------------------------------------------------------------- recording
+
+test('a long statement is recorded once it runs long, and one cut off by the session end is still recorded', async () => {
+  await withGateway({}, async (gw) => {
+    const c = client(gw);
+    await c.connect();
+    const q = c.query('select pg_sleep(1.5)');
+    q.catch(() => undefined); // awaited below; a failure must not surface as an unhandled rejection first
+    // announced while still running (ANNOUNCE_MS = 500)
+    const deadline = Date.now() + 5000;
+    while (!gw.events.some((e) => e.type === 'query.started') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const started = gw.events.find((e) => e.type === 'query.started');
+    assert.equal(started?.text, 'select pg_sleep(1.5)');
+    assert.ok(!gw.events.some((e) => e.type === 'query.completed' && e.text === 'select pg_sleep(1.5)'), 'announced before it completed');
+    await q;
+    const done = gw.events.find((e) => e.type === 'query.completed' && e.text === 'select pg_sleep(1.5)');
+    assert.ok(done && (done.durationMs as number) >= 1500 && done.startedAt === started.startedAt, JSON.stringify(done));
+
+    // the client goes away in the middle of a statement: the statement is recorded as cut off
+    c.on('error', () => undefined);
+    const cut = c.query('select pg_sleep(30)').catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    await cut;
+    await gw.sessions[0].done;
+    const cutOff = gw.events.find((e) => e.type === 'query.completed' && e.text === 'select pg_sleep(30)');
+    assert.match(String(cutOff?.error), /session ended before the statement completed/);
+  });
+});
+
 
 test('the recording holds masked data only, with statement and session row caps', async () => {
   await withGateway({ masking, guardrails, recording: { results: true, max_rows_per_statement: 3, max_rows_per_session: 6 } }, async (gw) => {
@@ -242,7 +301,8 @@ test('the recording holds masked data only, with statement and session row caps'
     await c.end();
     const events = JSON.stringify(gw.events);
     assertNoRaw(events, 'recorded events');
-    const results = gw.events.filter((e) => e.type === 'result.rows');
+    // one event per statement; its results (one per statement of a simple query) ride along
+    const results = gw.events.filter((e) => e.type === 'query.completed').flatMap((e) => (e.results ?? []) as Array<Record<string, unknown>>);
     assert.deepEqual(results[0].columns, ['id', 'email', 'secret_code', 'salary', 'note', 'card']);
     assert.equal((results[0].rows as unknown[]).length, 2);
     const bigRows = results.find((e) => (e.columns as string[]).includes('label'))!;
@@ -257,10 +317,12 @@ test('the recording holds masked data only, with statement and session row caps'
     // another connection is another session with its own cap
     assert.equal((results[4].rows as unknown[]).length, 1);
     const completed = gw.events.filter((e) => e.type === 'query.completed');
-    assert.ok(completed.every((e) => typeof e.durationMs === 'number'));
+    assert.ok(completed.every((e) => typeof e.durationMs === 'number' && typeof e.startedAt === 'number' && typeof e.text === 'string'));
     assert.ok(completed.some((e) => e.tag === 'SELECT 500' && e.rows === 500));
-    const started = gw.events.filter((e) => e.type === 'query.started' && e.protocol === 'extended');
-    assert.equal(started.length, 1);
-    assert.ok(Array.isArray(started[0].params));
+    const extended = completed.filter((e) => e.protocol === 'extended');
+    assert.equal(extended.length, 1);
+    assert.ok(Array.isArray(extended[0].params));
+    // statements that finish fast are not announced separately
+    assert.equal(gw.events.filter((e) => e.type === 'query.started').length, 0);
   });
 });

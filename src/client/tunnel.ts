@@ -2,12 +2,13 @@
  * The local end of a tunnel: a TCP listener on 127.0.0.1; each accepted connection opens one
  * WebSocket to the gateway's /tunnel/<connection>, proven by a short-lived tunnel token bound to
  * the lease (fetched ahead of expiry, shared by concurrent connections so setup costs no extra
- * round trip), and bytes flow both ways through wsDuplex (backpressure, half-close, TCP_NODELAY).
+ * round trip), and bytes flow both ways through wsDuplex's bridge (backpressure, half-close,
+ * TCP_NODELAY): each socket read becomes one frame and each frame one socket write.
  */
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
-import { WebSocket } from 'ws';
-import { wsDuplex, TunnelClosed, CloseCode } from '../shared/ws-duplex.ts';
+import { WebSocket, type ClientOptions } from 'ws';
+import { wsDuplex, TunnelClosed, CloseCode, type BridgeCounters } from '../shared/ws-duplex.ts';
 import type { GatewayClient } from './gateway-client.ts';
 
 export interface LeaseInfo { id: string; connection: string; status: string; expires_at: string; user: string }
@@ -17,7 +18,10 @@ export interface TunnelStats { open: number; total: number; bytesUp: number; byt
 /** why the tunnel stopped: the lease ended (exit 4) or something else */
 export interface LeaseEnded { reason: string; code: number }
 
+interface TunnelToken { value: string; exp: number; wsOptions: ClientOptions }
+
 const TOKEN_SLACK_MS = 15_000;
+const MAX_FRAME = 4 * 1024 * 1024;
 
 export class LocalTunnel extends EventEmitter {
   readonly stats: TunnelStats = { open: 0, total: 0, bytesUp: 0, bytesDown: 0, refused: 0 };
@@ -26,9 +30,13 @@ export class LocalTunnel extends EventEmitter {
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
   readonly #websockets = new Set<WebSocket>();
-  #token: { value: string; exp: number } | undefined;
-  #tokenPending: Promise<string> | undefined;
+  #token: TunnelToken | undefined;
+  #tokenPending: Promise<TunnelToken> | undefined;
   readonly #wsUrl: string;
+  readonly #counters: BridgeCounters = {
+    fromSocket: (n) => { this.stats.bytesUp += n; },
+    fromTunnel: (n) => { this.stats.bytesDown += n; },
+  };
 
   constructor(gw: GatewayClient, lease: LeaseInfo) {
     super();
@@ -57,21 +65,26 @@ export class LocalTunnel extends EventEmitter {
 
   /** A tunnel token for the lease, fetched ahead of expiry and shared between connections. */
   async token(): Promise<string> {
+    return (await this.#currentToken()).value;
+  }
+
+  #currentToken(): Promise<TunnelToken> {
     const t = this.#token;
     const now = Date.now();
     if (t && t.exp - now > TOKEN_SLACK_MS) {
       // refresh in the background while the current one is still good
       if (t.exp - now < 2 * TOKEN_SLACK_MS) void this.#fetchToken().catch(() => {});
-      return t.value;
+      return Promise.resolve(t);
     }
     return this.#fetchToken();
   }
 
-  #fetchToken(): Promise<string> {
+  #fetchToken(): Promise<TunnelToken> {
     this.#tokenPending ??= this.#gw.request<{ token: string; expires_at: string }>('POST', `/api/leases/${this.#lease.id}/tunnel-token`)
       .then((r) => {
-        this.#token = { value: r.token, exp: Date.parse(r.expires_at) };
-        return r.token;
+        // one options object per token, reused by every connection until the next token
+        const wsOptions: ClientOptions = { headers: { authorization: `Bearer ${r.token}` }, perMessageDeflate: false, maxPayload: MAX_FRAME, skipUTF8Validation: true };
+        return (this.#token = { value: r.token, exp: Date.parse(r.expires_at), wsOptions });
       })
       .finally(() => { this.#tokenPending = undefined; });
     return this.#tokenPending;
@@ -82,14 +95,16 @@ export class LocalTunnel extends EventEmitter {
     this.stats.open++;
     this.stats.total++;
     this.emit('change');
-    socket.setKeepAlive(true, 30_000);
     socket.on('error', () => {});
     socket.once('close', () => {
       this.#sockets.delete(socket);
       this.stats.open--;
       this.emit('change');
     });
-    this.token().then((token) => this.#open(socket, token), (err: Error) => {
+    // a valid cached token opens at once; only a (re)fetch goes through a promise
+    const t = this.#token;
+    if (t && t.exp - Date.now() > 2 * TOKEN_SLACK_MS) return this.#open(socket, t.wsOptions);
+    this.#currentToken().then((tok) => this.#open(socket, tok.wsOptions), (err: Error) => {
       this.stats.refused++;
       this.emit('refused', err);
       if ((err as { exit?: number }).exit === 4) this.emit('lease-ended', { reason: err.message, code: CloseCode.leaseExpired } satisfies LeaseEnded);
@@ -97,9 +112,9 @@ export class LocalTunnel extends EventEmitter {
     });
   }
 
-  #open(socket: net.Socket, token: string): void {
+  #open(socket: net.Socket, wsOptions: ClientOptions): void {
     if (socket.destroyed) return;
-    const ws = new WebSocket(this.#wsUrl, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, maxPayload: 4 * 1024 * 1024 });
+    const ws = new WebSocket(this.#wsUrl, wsOptions);
     this.#websockets.add(ws);
     ws.once('close', () => this.#websockets.delete(ws));
     ws.once('unexpected-response', (_req, res) => {
@@ -125,19 +140,13 @@ export class LocalTunnel extends EventEmitter {
     ws.once('open', () => {
       (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
       const stream = wsDuplex(ws);
-      socket.on('data', (b: Buffer) => { this.stats.bytesUp += b.length; });
-      stream.on('data', (b: Buffer) => { this.stats.bytesDown += b.length; });
-      socket.pipe(stream);
-      stream.pipe(socket);
-      stream.on('error', (err) => {
+      stream.bridge(socket, this.#counters).then(() => stream.destroy(), (err: Error) => {
         if (err instanceof TunnelClosed && (err.code === CloseCode.leaseExpired || err.code === CloseCode.leaseRevoked))
           this.emit('lease-ended', { reason: err.reason, code: err.code } satisfies LeaseEnded);
         else if (err instanceof TunnelClosed) this.emit('closed-with-error', err);
-        socket.destroy();
+        // a local client's reset (or any socket error) closes the tunnel normally
+        stream.destroy();
       });
-      stream.on('close', () => { if (!socket.destroyed && !socket.writableEnded) socket.end(); });
-      socket.on('close', () => { if (!stream.destroyed) stream.destroy(); });
-      socket.resume();
     });
   }
 

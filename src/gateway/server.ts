@@ -16,6 +16,7 @@ import { LeaseService } from './session/leases.ts';
 import { TunnelTokens } from './session/tunnel-token.ts';
 import { createApi, sendJson } from './api.ts';
 import { createTunnelUpgrade } from './transport/tunnel-upgrade.ts';
+import { writePendingSessionRows } from './session/run-session.ts';
 import { createTokenVerifier } from './auth/verify.ts';
 import type { DevIdp } from './idp/dev-idp.ts';
 import { CloseCode } from '../shared/ws-duplex.ts';
@@ -79,6 +80,8 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
         await new Promise<void>((res) => { server.close(() => res()); server.closeAllConnections(); setTimeout(res, 2000).unref(); });
         tunnels.close();
         await devIdp?.close();
+        writePendingSessionRows();
+        await audit.flush();
         await store.close();
         log.info('gateway stopped');
         log.flush?.();

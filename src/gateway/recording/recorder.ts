@@ -1,20 +1,39 @@
 /**
- * Session recordings: append-only, tamper-evident. Each entry's hash is
- * sha256(previous hash ‖ seq ‖ at ‖ event JSON), so editing, dropping or reordering any entry
- * breaks every later hash (`hoopctl sessions verify`). Entries are batched and flushed every
- * 50 ms (and at session end) so a crash loses at most that window, never the whole session.
+ * Session recordings: append-only, tamper-evident. Entries are sealed in batches: the hash of a
+ * batch is sha256(previous hash ‖ seq ‖ at ‖ event JSON ‖ seq ‖ at ‖ event JSON ‖ ...) over its
+ * entries in order, stored on its last entry, so editing, dropping or reordering any entry
+ * breaks that hash and every later one (`verifyChain`, `hoopctl sessions verify`); only a cut
+ * at the very end leaves an intact (shorter) chain. A batch of one entry hashes exactly as the
+ * per-entry chain of recordings written before batching, which therefore still verify.
+ *
+ * Cost (the recorder runs on the data path's event loop): one JSON.stringify per event, and per
+ * batch one SHA-256 over its bytes and one SQLite row (sqlite-store.ts). Engines keep events few:
+ * the PostgreSQL engine writes one `query.completed` per statement (text, timing, rows) rather
+ * than separate start/result/end events.
+ *
+ * Crash window: a batch is sealed and written every FLUSH_MS (or every FLUSH_ENTRIES entries)
+ * and at session end, so a gateway crash loses at most the last FLUSH_MS of each session's
+ * events, never what was written before (SQLite WAL, synchronous=NORMAL: committed transactions
+ * survive a process crash; an OS crash may also lose the last WAL frames not yet on disk).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { RecordEvent } from '../engines/engine.ts';
 import type { RecordingEntry, Store } from '../store/store.ts';
 import type { Logger } from '../log.ts';
 
 export const GENESIS = '0'.repeat(64);
-const FLUSH_MS = 50;
-const FLUSH_ENTRIES = 256;
+/** how long an event may wait in memory before it is written */
+export const FLUSH_MS = 200;
+const FLUSH_ENTRIES = 1024;
 
+/** the text a batch's hash covers after the previous hash: `\n seq \n at \n event` per entry */
+function sealed(e: { seq: number; at: number; event: string }): string {
+  return `\n${e.seq}\n${e.at}\n${e.event}`;
+}
+
+/** The chain hash of one entry after `prev` (a batch of one; kept for callers of the old API). */
 export function chainHash(prev: string, seq: number, at: number, event: string): string {
-  return createHash('sha256').update(prev).update('\n').update(String(seq)).update('\n').update(String(at)).update('\n').update(event).digest('hex');
+  return hash('sha256', prev + sealed({ seq, at, event }), 'hex');
 }
 
 export class Recorder {
@@ -26,6 +45,7 @@ export class Recorder {
   #pending: RecordingEntry[] = [];
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
+  readonly #onTimer = () => { this.#timer = undefined; void this.flush(); };
 
   constructor(sessionId: string, store: Store, log: Logger) {
     this.#sessionId = sessionId;
@@ -34,7 +54,6 @@ export class Recorder {
   }
 
   record(event: RecordEvent): void {
-    const at = Date.now();
     let json: string;
     try {
       json = JSON.stringify(event);
@@ -42,22 +61,23 @@ export class Recorder {
       this.#log.error({ err, type: event.type }, 'recording event not serializable');
       return;
     }
-    const seq = ++this.#seq;
-    this.#prev = chainHash(this.#prev, seq, at, json);
-    this.#pending.push({ sessionId: this.#sessionId, seq, at, event: json, hash: this.#prev });
+    this.#pending.push({ sessionId: this.#sessionId, seq: ++this.#seq, at: Date.now(), event: json, hash: '' });
     if (this.#pending.length >= FLUSH_ENTRIES) void this.flush();
     else if (!this.#timer) {
-      this.#timer = setTimeout(() => void this.flush(), FLUSH_MS);
+      this.#timer = setTimeout(this.#onTimer, FLUSH_MS);
       this.#timer.unref();
     }
   }
 
+  /** Seals what is pending and writes it; resolves when everything recorded so far is stored. */
   flush(): Promise<void> {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    if (this.#timer) { clearTimeout(this.#timer); this.#timer = undefined; }
     const batch = this.#pending;
     if (!batch.length) return this.#flushing;
     this.#pending = [];
+    let text = this.#prev;
+    for (const e of batch) text += sealed(e);
+    this.#prev = batch[batch.length - 1].hash = hash('sha256', text, 'hex');
     this.#flushing = this.#flushing
       .then(() => this.#store.appendRecording(batch))
       .catch((err) => this.#log.error({ err, session: this.#sessionId, entries: batch.length }, 'recording write failed'));
@@ -65,15 +85,28 @@ export class Recorder {
   }
 }
 
-/** Verifies a recording's chain; returns the first bad sequence number, or null when intact. */
+/**
+ * Verifies a recording (entries in seq order, as `readRecording` returns them): every seq from 1
+ * on is present once, and each hash covers the previous one and every entry since. Entries
+ * after the last hash (none in a recording the recorder wrote) count as altered.
+ */
 export function verifyChain(entries: RecordingEntry[]): { ok: true; entries: number } | { ok: false; seq: number; problem: string } {
   let prev = GENESIS;
+  let text = GENESIS;
   let expect = 1;
+  let firstOpen = 1;
   for (const e of entries) {
     if (e.seq !== expect) return { ok: false, seq: expect, problem: `entry ${expect} is missing` };
-    if (chainHash(prev, e.seq, e.at, e.event) !== e.hash) return { ok: false, seq: e.seq, problem: `entry ${e.seq} was altered` };
-    prev = e.hash;
+    // a raw newline could move text between fields; the recorder never writes one
+    if (e.event.includes('\n')) return { ok: false, seq: e.seq, problem: `entry ${e.seq} was altered` };
+    text += sealed(e);
     expect++;
+    if (e.hash === '') continue;
+    if (hash('sha256', text, 'hex') !== e.hash) return { ok: false, seq: firstOpen, problem: `an entry in ${firstOpen}..${e.seq} was altered` };
+    prev = e.hash;
+    text = prev;
+    firstOpen = expect;
   }
+  if (text !== prev) return { ok: false, seq: firstOpen, problem: `entries from ${firstOpen} on are not sealed by a hash` };
   return { ok: true, entries: entries.length };
 }

@@ -3,13 +3,20 @@
  * shares, in order — the lease was checked at the upgrade; here we open the session record and
  * recorder, register with the lease monitor, create the engine, and from then on any failure goes
  * through the engine's terminate(). Engines never see leases, tokens or the store.
+ *
+ * The session row is written behind the data path: if the session ends within SESSION_ROW_MS
+ * (most tunnelled connections of a connection-per-transaction client do), one INSERT with the final
+ * figures; otherwise an INSERT after SESSION_ROW_MS and an UPDATE at the end. A gateway crash can
+ * thus lose the row of a session that began less than SESSION_ROW_MS before it (the audit log has
+ * the same window, see src/gateway/audit/audit.ts). The per-session logger and recorder are only
+ * built when something uses them (a `tcp` session records nothing).
  */
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import type { GatewayConfig } from '../config/load.ts';
 import type { ConnectionConfig } from '../config/schema.ts';
 import { getEngine, type EngineContext, type SessionStats } from '../engines/engine.ts';
-import type { Store, Lease } from '../store/store.ts';
+import type { Store, Lease, SessionRow } from '../store/store.ts';
 import type { Audit } from '../audit/audit.ts';
 import type { Logger } from '../log.ts';
 import { Recorder } from '../recording/recorder.ts';
@@ -22,6 +29,15 @@ export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; l
 const GOODBYE_MS = 250;
 /** how long an engine may run on after its client stream closed */
 const ENGINE_GRACE_MS = 5000;
+/** how long a new session's row may wait in memory (see the header) */
+export const SESSION_ROW_MS = 100;
+/** rows of running sessions not written yet: the gateway writes them before it closes the store */
+const unwrittenRows = new Set<() => void>();
+
+/** Writes the rows of running sessions that are still waiting for SESSION_ROW_MS (shutdown). */
+export function writePendingSessionRows(): void {
+  for (const write of unwrittenRows) write();
+}
 
 export function dialTarget(conn: ConnectionConfig, timeoutMs = 10_000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -35,20 +51,32 @@ export function dialTarget(conn: ConnectionConfig, timeoutMs = 10_000): Promise<
 export async function runSession(deps: SessionDeps, lease: Lease, conn: ConnectionConfig, groups: string[], stream: WsDuplex): Promise<void> {
   const { store, audit, leases } = deps;
   const id = `se_${randomUUID().replaceAll('-', '').slice(0, 20)}`;
-  const log = deps.log.child({ session: id, lease: lease.id, connection: conn.name });
+  let logger: Logger | undefined;
+  const getLog = () => (logger ??= deps.log.child({ session: id, lease: lease.id, connection: conn.name }));
   const stats: SessionStats = { bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0 };
   const startedAt = Date.now();
-  await store.createSession({ id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null });
-  audit.emit('session.started', { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id });
-  const recorder = new Recorder(id, store, log);
+  const row: SessionRow = { id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null };
+  let rowWritten: Promise<void> | undefined;
+  const writeRow = () => {
+    unwrittenRows.delete(writeRow);
+    rowWritten ??= store.createSession(row).catch((err) => getLog().error({ err }, 'session insert failed'));
+  };
+  unwrittenRows.add(writeRow);
+  const rowTimer = setTimeout(writeRow, SESSION_ROW_MS);
+  rowTimer.unref();
+  const audited = { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id };
+  audit.emit('session.started', audited);
+  let recorder: Recorder | undefined;
   const abort = new AbortController();
   let closeReason: string | null = null;
+  let leaseEnd: { code: number; reason: string } | undefined;
 
   const ctx: EngineContext = {
-    sessionId: id, leaseId: lease.id, user: lease.user, groups, connection: conn, secret: deps.cfg.secrets.get(conn.name) ?? {}, log, stats,
+    sessionId: id, leaseId: lease.id, user: lease.user, groups, connection: conn, secret: deps.cfg.secrets.get(conn.name) ?? {}, stats,
+    get log() { return getLog(); },
     dialTarget: () => dialTarget(conn),
-    record: (e) => recorder.record(e),
-    audit: (type, data) => audit.emit(type, { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id, data }),
+    record: (e) => (recorder ??= new Recorder(id, store, getLog())).record(e),
+    audit: (type, data) => audit.emit(type, { ...audited, data }),
     signal: abort.signal,
   };
   const engine = (await getEngine(conn.type)).create(ctx);
@@ -56,8 +84,9 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
   const release = leases.hold(lease.id, {
     close(code, reason) {
       closeReason ??= reason;
+      leaseEnd = { code, reason };
       abort.abort(reason);
-      try { engine.terminate(reason); } catch (err) { log.warn({ err }, 'engine terminate failed'); }
+      try { engine.terminate(reason); } catch (err) { getLog().warn({ err }, 'engine terminate failed'); }
       setTimeout(() => stream.closeWith(code, reason), GOODBYE_MS).unref();
     },
   });
@@ -70,22 +99,28 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
   try {
     const how = await Promise.race([engine.handle(stream), clientGone]);
     if (how === 'stuck') {
-      log.warn('engine did not finish after the client closed; terminating it');
+      getLog().warn('engine did not finish after the client closed; terminating it');
       engine.terminate('client closed');
     }
     closeReason ??= 'client closed';
   } catch (err) {
     const msg = (err as Error).message;
     closeReason ??= msg;
-    log.info({ err: msg }, 'session ended with error');
+    getLog().info({ err: msg }, 'session ended with error');
     const unreachable = /cannot reach target/.test(msg);
     try { engine.terminate(msg); } catch { /* best effort */ }
     stream.closeWith(unreachable ? CloseCode.targetUnreachable : CloseCode.engineError, msg);
   } finally {
     release();
-    if (!stream.destroyed) stream.destroy();
-    await recorder.flush();
-    await store.updateSession(id, { endedAt: Date.now(), closeReason, ...stats }).catch((err) => log.error({ err }, 'session update failed'));
-    audit.emit('session.ended', { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id, data: { reason: closeReason, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, durationMs: Date.now() - startedAt } });
+    // the lease's code reaches the CLI even when the engine finished before GOODBYE_MS
+    if (leaseEnd) stream.closeWith(leaseEnd.code, leaseEnd.reason);
+    else if (!stream.destroyed) stream.destroy();
+    await recorder?.flush();
+    clearTimeout(rowTimer);
+    unwrittenRows.delete(writeRow);
+    const end = { endedAt: Date.now(), closeReason, ...stats };
+    if (rowWritten) await rowWritten.then(() => store.updateSession(id, end)).catch((err) => getLog().error({ err }, 'session update failed'));
+    else await store.createSession({ ...row, ...end }).catch((err) => getLog().error({ err }, 'session insert failed'));
+    audit.emit('session.ended', { ...audited, data: { reason: closeReason, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, durationMs: Date.now() - startedAt } });
   }
 }

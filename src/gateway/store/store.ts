@@ -52,8 +52,13 @@ export interface RecordingEntry {
   sessionId: string;
   seq: number;
   at: number;
-  event: string;          // JSON of the RecordEvent
-  hash: string;           // hex sha256 chained over the previous entry's hash
+  event: string;          // JSON of the RecordEvent (never holds a raw newline)
+  /**
+   * Hex sha256 chained over the previous hash and every entry since it, set on the last entry of
+   * each batch the recorder sealed ('' on the others; every entry of recordings written before
+   * batching carries its own). See recording/recorder.ts.
+   */
+  hash: string;
 }
 
 export interface LeaseFilter { user?: string; activeOnly?: boolean }
@@ -76,7 +81,9 @@ export interface Store {
   appendAudit(e: AuditEvent): Promise<void>;
   listAudit(filter?: { since?: number; limit?: number }): Promise<AuditEvent[]>;
 
+  /** appends sealed batches (each run of one session's entries ends with a hashed entry) */
   appendRecording(entries: RecordingEntry[]): Promise<void>;
+  /** every entry of a session's recording, in seq order */
   readRecording(sessionId: string): Promise<RecordingEntry[]>;
 
   /** a small key/value area for gateway secrets (tunnel-token key) and settings */

@@ -16,7 +16,8 @@ import { runSession, type SessionDeps } from '../session/run-session.ts';
 export const MAX_FRAME = 4 * 1024 * 1024;
 
 export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTokens }) {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, clientTracking: true });
+  // only "eof" travels as text, and it is compared byte for byte: no UTF-8 validation needed
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, skipUTF8Validation: true, clientTracking: true });
 
   // keepalive: ping every tunnel so idle tunnels survive proxies; a peer that misses two pings is gone
   const alive = new WeakMap<WebSocket, boolean>();

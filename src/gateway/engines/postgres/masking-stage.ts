@@ -19,7 +19,7 @@
  */
 import type { Field } from 'pg-protocol/dist/messages.js';
 import type { Catalog } from './catalog.ts';
-import type { CopyFormat, Derivation, MaskCounter, MaskFns } from './policy.ts';
+import type { CopyFormat, Derivation, MaskCounter, MaskFns, Screen } from './policy.ts';
 import { B, buildDataRow, buildErrorFields, buildMessage, buildNotification, parseErrorFields, readCString } from './messages.ts';
 
 export interface ResultShape {
@@ -31,6 +31,12 @@ export interface ResultShape {
   detect: boolean[];
   /** any column needs a look at all */
   needsWork: boolean;
+  /** the catalog generation the plan was built on (rebuilt when it changes) */
+  gen: number;
+  /** the statement's SQL was consulted: the plan holds for this text only, not for any with the same columns */
+  usedDerivation: boolean;
+  /** some table was not in the catalog (its columns masked, fail closed): not worth reusing */
+  unresolved: boolean;
 }
 
 /** Types whose text form cannot carry a detector's match (bool, int2/int4, oid, dates, times, uuid). */
@@ -39,29 +45,36 @@ const NO_DETECT = new Set([16, 21, 23, 26, 1082, 1083, 1114, 1184, 1186, 1266, 2
 const TEXTUAL = new Set([18, 19, 25, 114, 142, 705, 1042, 1043]);
 
 /**
- * `derivation` is asked for only when some column is not a plain table column: a plain column
- * reference is resolved exactly through the catalog, so statements that select only table
- * columns (most OLTP queries) are never parsed for masking.
+ * `derivation` is asked for only when some column is not a plain table column under its own
+ * name: a plain column reference is resolved exactly through the catalog, so statements that
+ * select only table columns (most OLTP queries) are never parsed for masking. An aliased table
+ * column (output name differs from the catalog's name) is also checked against the
+ * derivation: it reads the SQL, so a column renamed since the catalog was loaded is still
+ * caught under the name the statement used (see catalog.ts).
  */
 export function buildShape(fields: readonly Field[], mask: MaskFns, catalog: Catalog | null, derivation: () => Derivation | null): ResultShape {
   const n = fields.length;
-  const shape: ResultShape = { names: new Array(n), typeOids: new Array(n), masked: new Array(n), detect: new Array(n), needsWork: false };
-  const deriv = mask.columnRules && fields.some((f) => f.tableID === 0) ? mapDerivation(derivation(), n) : null;
+  const shape: ResultShape = { names: new Array(n), typeOids: new Array(n), masked: new Array(n), detect: new Array(n), needsWork: false, gen: catalog?.generation ?? 0, usedDerivation: false, unresolved: false };
+  let deriv: Derivation | null | undefined;
+  const derived = (i: number) => {
+    if (deriv === undefined) { shape.usedDerivation = true; deriv = mapDerivation(derivation(), n); }
+    return deriv?.[i] === 'masked';
+  };
   for (let i = 0; i < n; i++) {
     const f = fields[i];
     shape.names[i] = f.name;
     shape.typeOids[i] = f.dataTypeID;
     let masked = false;
     if (mask.columnRules) {
-      masked = mask.columnMatches(f.name) || deriv?.[i] === 'masked';
+      masked = mask.columnMatches(f.name);
       if (!masked && f.tableID !== 0 && f.columnID > 0) {
         // a table we could not resolve is masked: fail closed
-        if (!catalog?.has(f.tableID)) masked = true;
+        if (!catalog?.has(f.tableID)) { masked = true; shape.unresolved = true; }
         else {
           const real = catalog.columnName(f.tableID, f.columnID);
-          masked = real !== undefined && mask.columnMatches(real);
+          masked = (real !== undefined && mask.columnMatches(real)) || (real !== f.name && derived(i));
         }
-      }
+      } else if (!masked) masked = derived(i);
     }
     shape.masked[i] = masked;
     shape.detect[i] = !masked && mask.detectors && !NO_DETECT.has(f.dataTypeID);
@@ -99,7 +112,7 @@ export function columnFormat(formats: readonly number[] | undefined, i: number):
  * Rewrites one DataRow; returns null when nothing changed. `counter.masked` is increased by the
  * number of values replaced. Without a shape every value becomes NULL (fail closed).
  */
-export function maskDataRow(buf: Buffer, start: number, end: number, shape: ResultShape | null, formats: readonly number[] | undefined, mask: MaskFns, counter: MaskCounter): Buffer | null {
+export function maskDataRow(buf: Buffer, start: number, end: number, shape: ResultShape | null, formats: readonly number[] | undefined, mask: MaskFns, counter: MaskCounter, screen: Screen | null = null): Buffer | null {
   const n = buf.readInt16BE(start + 5);
   let pos = start + 7;
   let out: Array<string | Buffer | null> | null = null;
@@ -122,9 +135,13 @@ export function maskDataRow(buf: Buffer, start: number, end: number, shape: Resu
       } else if (shape.detect[i] && len > 0) {
         const type = shape.typeOids[i];
         if (columnFormat(formats, i) === 0) {
-          const v = buf.toString('utf8', vStart, pos);
-          const m = mask.value(v, type, counter);
-          if (m !== v) replacement = m;
+          // most values cannot hold a match: tell from the bytes, without a string (bytea's
+          // text form is hex of other bytes: always decoded)
+          if (type === 17 || screen === null || screen.mayMatch(buf, vStart, pos)) {
+            const v = buf.toString('utf8', vStart, pos);
+            const m = mask.value(v, type, counter);
+            if (m !== v) replacement = m;
+          }
         } else if (TEXTUAL.has(type)) {
           // binary text values are their UTF-8 bytes
           const v = buf.toString('utf8', vStart, pos);
@@ -235,7 +252,9 @@ export function maskNotification(buf: Buffer, start: number, end: number, mask: 
 }
 
 /** Masks one CopyData message of a text/csv COPY TO STDOUT; null when unchanged. */
-export function maskCopyData(buf: Buffer, start: number, end: number, columnsMasked: boolean[] | null, format: CopyFormat, mask: MaskFns, counter: MaskCounter): Buffer | null {
+export function maskCopyData(buf: Buffer, start: number, end: number, columnsMasked: boolean[] | null, format: CopyFormat, mask: MaskFns, counter: MaskCounter, screen: Screen | null = null): Buffer | null {
+  // a row with no column-rule field that no detector can match passes as its bytes
+  if (screen !== null && (columnsMasked === null || !columnsMasked.includes(true)) && !screen.mayMatch(buf, start + 5, end)) return null;
   const line = buf.toString('utf8', start + 5, end);
   const m = mask.copyLine(line, columnsMasked, format, counter);
   if (m === line) return null;

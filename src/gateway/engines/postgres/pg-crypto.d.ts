@@ -1,12 +1,9 @@
-// Types for node-postgres' SCRAM and md5 helpers (pg/lib/crypto, exported by pg's package.json
-// "./lib/*"). Reused rather than re-implemented: SASLprep, nonce checks, channel binding.
-declare module 'pg/lib/crypto/sasl.js' {
-  import type { Socket } from 'node:net';
-  export interface SaslSession { mechanism: string; response: string; message: string }
-  export function startSession(mechanisms: string[], stream?: Socket | null): SaslSession;
-  export function continueSession(session: SaslSession, password: string, serverData: string, stream?: Socket | null): Promise<void>;
-  export function finalizeSession(session: SaslSession, serverData: string): void;
-}
+// Types for node-postgres' md5 and certificate helpers (pg/lib/crypto, exported by pg's
+// package.json "./lib/*"). SCRAM itself is scram.ts (it caches the derived keys).
 declare module 'pg/lib/crypto/utils.js' {
   export function postgresMd5PasswordHash(user: string, password: string, salt: Buffer): Promise<string>;
+}
+declare module 'pg/lib/crypto/cert-signatures.js' {
+  /** WebCrypto name of the hash of a DER certificate's signature algorithm ('SHA-256', ...) */
+  export function signatureAlgorithmHashFromCertificate(cert: Buffer): string;
 }

@@ -24,11 +24,16 @@ export interface MaskFns {
   wholeValue(value: string, typeOid: number): string | null;
   /** detectors on one text-format value of type `typeOid`; same instance when unchanged, null = NULL */
   value(value: string, typeOid: number, counter: MaskCounter): string | null;
+  /** a pre-check for one stream of values (one per session): see ByteScreen */
+  newScreen(): Screen;
   /** detectors on free text (also masks values quoted in error details); same instance when unchanged */
   text(text: string, counter?: MaskCounter): string;
   /** one COPY TO STDOUT row */
   copyLine(line: string, columnsMasked: boolean[] | null, format: CopyFormat, counter: MaskCounter): string;
 }
+
+/** false when no detector can match the UTF-8 text buf[start, end) (escapes answer true) */
+export interface Screen { mayMatch(buf: Buffer, start: number, end: number): boolean }
 
 export interface CopyFormat { csv: boolean; delimiter?: string; null?: string }
 
@@ -67,6 +72,7 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
         columnMatches: (name) => masking.columnMatches(m, name),
         wholeValue: (value, typeOid) => masking.maskWholeValue(value, typeOid),
         value: (value, typeOid, counter) => masking.maskValue(m, value, typeOid, counter),
+        newScreen: () => new masking.ByteScreen(m),
         text: (text, counter) => masking.maskText(m, text, counter),
         copyLine: (line, cols, f, counter) => f.csv
           ? masking.maskCsvLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter)

@@ -31,8 +31,8 @@ import {
 import { Outbox } from './outbox.ts';
 import { loginToTarget, TargetLoginError, type TargetSession } from './target-login.ts';
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
-import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Verdict } from './policy.ts';
-import { Catalog } from './catalog.ts';
+import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Screen, type Verdict } from './policy.ts';
+import { Catalog, mayChangeCatalog } from './catalog.ts';
 import { buildShape, mapDerivation, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
 
 /** largest message accepted from a client (CopyData chunks, Bind with big parameters) */
@@ -48,6 +48,8 @@ interface StmtInfo {
   /** RowDescription of the statement (Describe 'S'); null until known, [] for NoData */
   fields: Field[] | null;
   shape: ResultShape | null;
+  /** the RowDescription bytes `fields` came from (a view of the chunk read) */
+  tBytes: Buffer | null;
 }
 
 interface PortalInfo {
@@ -56,6 +58,7 @@ interface PortalInfo {
   params: Array<string | null>;
   fields: Field[] | null;
   shape: ResultShape | null;
+  tBytes: Buffer | null;
 }
 
 /** Per-statement result state: the rows of one SELECT inside a simple query, or of one Execute. */
@@ -78,10 +81,25 @@ interface Result {
 
 type OpKind = 'simple' | 'function' | 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'synthetic';
 
+/** One result recorded inside a statement's `query.completed` event. */
+interface RecordedResult {
+  columns: string[] | null;
+  rows: Array<Array<string | null>>;
+  count: number;
+  truncated: boolean;
+}
+
 interface Op {
   kind: OpKind;
   text: string;
+  /** performance.now() when sent to the target (statements only) */
   t0: number;
+  /** Bind parameters of an Execute (raw: masked when recorded) */
+  params: Array<string | null> | null;
+  /** results recorded so far (a simple query may hold several statements) */
+  results: RecordedResult[] | null;
+  /** a `query.started` was recorded because it ran long */
+  announced: boolean;
   rows: number;
   tag: string;
   error: string | null;
@@ -95,10 +113,12 @@ interface Op {
 }
 
 function newOp(kind: OpKind): Op {
-  return { kind, text: '', t0: 0, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
+  return { kind, text: '', t0: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
 }
 
 const TEXT_COPY: CopyFormat = { csv: false };
+/** a statement running this long is recorded as `query.started` before it completes */
+const ANNOUNCE_MS = 500;
 
 function newResult(): Result {
   return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyFormat: TEXT_COPY, copyRefused: false };
@@ -134,9 +154,13 @@ class PostgresEngine implements Engine {
   private policy: Policy | null = null;
   private judge: Judge | null = null;
   private catalog: Catalog | null = null;
+  /** detectors' pre-check over the bytes of result values and COPY rows */
+  private screen: Screen | null = null;
   private readonly derivations = new Map<string, Derivation | null>();
   /** simple-query text → its last RowDescription and mask plan */
   private readonly shapeCache = new Map<string, { t: Buffer; fields: Field[]; shape: ResultShape }>();
+  /** see sameColumns() */
+  private plainT: { t: Buffer; fields: Field[]; shape: ResultShape } | null = null;
 
   private readonly ops: Op[] = [];
   private readonly stmts = new Map<string, StmtInfo>();
@@ -152,6 +176,9 @@ class PostgresEngine implements Engine {
   private sessionRowsLeft: number;
   private readonly maskCounter = { masked: 0 };
   private lastT: Buffer | null = null;
+  private announceTimer: NodeJS.Timeout | null = null;
+  /** a statement that may change tables went to the target: reload the catalog once committed */
+  private catalogChanged = false;
   private lastTNames: string[] = [];
 
   private clientHeld = { login: false, review: false, drain: false };
@@ -177,7 +204,8 @@ class PostgresEngine implements Engine {
       client.on('end', () => this.close());
       client.on('close', () => this.close());
       client.on('error', (err) => { this.ctx.log.debug({ err: err.message }, 'client stream error'); this.close(); });
-      client.on('drain', () => { this.clientHeld.drain = false; this.resumeTarget(); });
+      // the client took what we wrote: the target may send again
+      client.on('drain', () => { this.targetHeld.drain = false; this.resumeTarget(); });
     });
   }
 
@@ -250,6 +278,7 @@ class PostgresEngine implements Engine {
           return;
         }
         this.ops.push(Object.assign(newOp('function'), { text: '<function call>', t0: performance.now() }));
+        this.armAnnounce();
         this.forward(buf, start, end);
         return;
       case F.Terminate:
@@ -274,7 +303,7 @@ class PostgresEngine implements Engine {
 
   private stmt(name: string): StmtInfo {
     let s = this.stmts.get(name);
-    if (!s) { s = { text: '', fields: null, shape: null }; this.stmts.set(name, s); }
+    if (!s) { s = { text: '', fields: null, shape: null, tBytes: null }; this.stmts.set(name, s); }
     return s;
   }
 
@@ -304,7 +333,8 @@ class PostgresEngine implements Engine {
     op.text = text;
     op.t0 = performance.now();
     this.ops.push(op);
-    this.ctx.record({ type: 'query.started', protocol: 'simple', text: this.maskText(text) });
+    this.armAnnounce();
+    if (this.catalog) this.watchCatalog(text, op.t0);
     this.forward(buf, start, end);
   }
 
@@ -319,8 +349,9 @@ class PostgresEngine implements Engine {
   }
 
   private sendParse(name: string, text: string, buf: Buffer, start: number, end: number): void {
-    const s: StmtInfo = { text, fields: null, shape: null };
+    const s: StmtInfo = { text, fields: null, shape: null, tBytes: null };
     this.stmts.set(name, s);
+    if (this.catalog) this.watchCatalog(text, performance.now());
     this.ops.push(newOp('parse'));
     this.forwardExtended(buf, start, end);
     if (this.policy?.mask) {
@@ -337,9 +368,9 @@ class PostgresEngine implements Engine {
 
   private onBind(buf: Buffer, start: number, end: number): void {
     const b = parseBind(buf, start, end);
-    const stmt = this.stmts.get(b.statement) ?? { text: '', fields: null, shape: null };
+    const stmt = this.stmts.get(b.statement) ?? { text: '', fields: null, shape: null, tBytes: null };
     const params = b.params.map((v, i) => (v === null ? null : (b.paramFormats.length === 1 ? b.paramFormats[0] : (b.paramFormats[i] ?? 0)) === 1 ? '\\x' + v.toString('hex') : v.toString('utf8')));
-    this.portals.set(b.portal, { stmt, formats: b.resultFormats, params, fields: null, shape: null });
+    this.portals.set(b.portal, { stmt, formats: b.resultFormats, params, fields: null, shape: null, tBytes: null });
     this.ops.push(newOp('bind'));
     this.forwardExtended(buf, start, end);
   }
@@ -353,9 +384,10 @@ class PostgresEngine implements Engine {
     op.t0 = performance.now();
     op.res = newResult();
     op.res.formats = portal?.formats;
+    op.params = portal && portal.params.length > 0 ? portal.params : null;
+    this.catalog?.refreshIfOld(op.t0);
     this.ops.push(op);
-    const params = portal?.params;
-    this.ctx.record({ type: 'query.started', protocol: 'extended', text: this.maskText(op.text), ...(params && params.length > 0 ? { params: params.map((p) => (p === null ? null : this.maskText(p))) } : {}) });
+    this.armAnnounce();
     this.forwardExtended(buf, start, end);
   }
 
@@ -515,7 +547,8 @@ class PostgresEngine implements Engine {
     if (this.closed) { session.socket.destroy(); return; }
 
     this.judge = this.policy.newJudge();
-    if (this.policy.mask?.columnRules) this.catalog = new Catalog({ target: t, user, password: ctx.secret.password, database, tls: session.tls });
+    this.screen = this.policy.mask?.newScreen() ?? null;
+    if (this.policy.mask?.columnRules) this.catalog = Catalog.for({ target: t, user, password: ctx.secret.password, database, tls: session.tls });
     const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret, dial: () => ctx.dialTarget() });
     this.releaseKey = key.release;
     this.txStatus = session.txStatus;
@@ -597,7 +630,7 @@ class PostgresEngine implements Engine {
           if (res.copyRefused) return;
           const shape = this.shapeOf(op!, res);
           if (!shape || shape.needsWork) {
-            const m = maskDataRow(buf, start, end, shape, res.formats, mask, this.maskCounter);
+            const m = maskDataRow(buf, start, end, shape, res.formats, mask, this.maskCounter, this.screen);
             if (m) {
               this.takeMaskCount();
               this.recordRow(res, m, 0, m.length);
@@ -612,21 +645,25 @@ class PostgresEngine implements Engine {
       }
       case B.RowDescription: {
         if (op?.kind === 'describe') {
-          const fields = (this.parseBackend(buf, start, end) as RowDescriptionMessage).fields;
-          if (op.describe === 'S' && op.stmt) { op.stmt.fields = fields; op.stmt.shape = null; }
-          else if (op.describe === 'P' && op.portal) { op.portal.fields = fields; op.portal.shape = null; }
+          // the same columns as the last plain result: its fields and mask plan hold (no parse)
+          const same = mask ? this.sameColumns(buf, start, end) : null;
+          const fields = same ? same.fields : (this.parseBackend(buf, start, end) as RowDescriptionMessage).fields;
+          const shape = same ? same.shape : null;
+          const target = op.describe === 'S' ? op.stmt : op.portal;
+          if (target) { target.fields = fields; target.shape = shape; target.tBytes = same ? null : buf.subarray(start, end); }
           if (!op.injected) out.range(buf, start, end);
           this.complete();
-          this.ensureCatalog(fields);
+          if (!same) this.ensureCatalog(fields);
           return;
         }
         if (op && (op.kind === 'simple' || op.kind === 'execute')) {
           const res = op.kind === 'simple' ? (op.res = newResult()) : op.res!;
           res.tBuf = buf; res.tStart = start; res.tEnd = end;
           if (mask) {
-            // the same query text with the same RowDescription again: reuse its mask plan
-            const hit = op.kind === 'simple' ? this.shapeCache.get(op.text) : undefined;
-            if (hit && hit.t.equals(buf.subarray(start, end))) {
+            // the same columns as the last plain result, or the same text and columns again:
+            // reuse the fields and mask plan
+            const hit = this.sameColumns(buf, start, end) ?? (op.kind === 'simple' ? this.shapeCache.get(op.text) : undefined);
+            if (hit && hit.shape.gen === (this.catalog?.generation ?? 0) && (hit === this.plainT || hit.t.equals(buf.subarray(start, end)))) {
               res.fields = hit.fields;
               res.shape = hit.shape;
               out.range(buf, start, end);
@@ -662,6 +699,8 @@ class PostgresEngine implements Engine {
       }
       case B.ReadyForQuery: {
         this.txStatus = buf[start + 5];
+        // committed (idle outside a transaction): the side connection now sees the change
+        if (this.catalogChanged && this.txStatus === 0x49) { this.catalogChanged = false; this.catalog?.invalidate(); }
         // the Sync or simple query this answers; anything still before it was skipped after an error
         while (ops.length > 0 && ops[0].kind !== 'synthetic') {
           const o = ops.shift()!;
@@ -740,7 +779,7 @@ class PostgresEngine implements Engine {
         const res = op?.res;
         if (mask && res) {
           if (res.copyRefused) return;
-          const m = maskCopyData(buf, start, end, res.copyMasked, res.copyFormat, mask, this.maskCounter);
+          const m = maskCopyData(buf, start, end, res.copyMasked, res.copyFormat, mask, this.maskCounter, this.screen);
           this.takeMaskCount();
           if (m) { out.push(m); return; }
         }
@@ -789,25 +828,50 @@ class PostgresEngine implements Engine {
   private shapeOf(op: Op, res: Result): ResultShape | null {
     if (res.shape) return res.shape;
     const mask = this.policy!.mask!;
+    const gen = this.catalog?.generation ?? 0;
     if (op.kind === 'simple') {
       if (!res.fields) return null;
       res.shape = buildShape(res.fields, mask, this.catalog, () => this.derivation(op.text));
-      if (res.tBuf) {
-        if (this.shapeCache.size >= 500) this.shapeCache.clear();
-        this.shapeCache.set(op.text, { t: Buffer.from(res.tBuf.subarray(res.tStart, res.tEnd)), fields: res.fields, shape: res.shape });
-      }
+      if (res.tBuf) this.rememberColumns(op.text, res.tBuf.subarray(res.tStart, res.tEnd), res.fields, res.shape);
       return res.shape;
     }
     const portal = op.portal;
     if (!portal) return null;
     if (portal.fields) {
-      portal.shape ??= buildShape(portal.fields, mask, this.catalog, () => this.derivation(portal.stmt.text));
+      if (portal.shape?.gen !== gen) {
+        portal.shape = buildShape(portal.fields, mask, this.catalog, () => this.derivation(portal.stmt.text));
+        if (portal.tBytes) this.rememberColumns(null, portal.tBytes, portal.fields, portal.shape);
+      }
       res.shape = portal.shape;
     } else if (portal.stmt.fields) {
-      portal.stmt.shape ??= buildShape(portal.stmt.fields, mask, this.catalog, () => this.derivation(portal.stmt.text));
+      if (portal.stmt.shape?.gen !== gen) {
+        portal.stmt.shape = buildShape(portal.stmt.fields, mask, this.catalog, () => this.derivation(portal.stmt.text));
+        if (portal.stmt.tBytes) this.rememberColumns(null, portal.stmt.tBytes, portal.stmt.fields, portal.stmt.shape);
+      }
       res.shape = portal.stmt.shape;
     }
     return res.shape;
+  }
+
+  /**
+   * The last RowDescription whose mask plan did not depend on the statement text (every column
+   * a table column under its own name, or no column rules): a later identical RowDescription
+   * gets the same fields and plan whatever its text (pgbench -M simple sends a new text each
+   * time). Null on a miss or when the catalog changed since.
+   */
+  private sameColumns(buf: Buffer, start: number, end: number): { t: Buffer; fields: Field[]; shape: ResultShape } | null {
+    const p = this.plainT;
+    if (p === null || p.t.length !== end - start || p.shape.gen !== (this.catalog?.generation ?? 0)) return null;
+    return p.t.compare(buf, start, end) === 0 ? p : null;
+  }
+
+  private rememberColumns(text: string | null, t: Buffer, fields: Field[], shape: ResultShape): void {
+    if (shape.unresolved) return;
+    if (!shape.usedDerivation) this.plainT = { t: Buffer.from(t), fields, shape };
+    else if (text !== null) {
+      if (this.shapeCache.size >= 500) this.shapeCache.clear();
+      this.shapeCache.set(text, { t: Buffer.from(t), fields, shape });
+    }
   }
 
   private derivation(text: string): Derivation | null {
@@ -818,6 +882,12 @@ class PostgresEngine implements Engine {
     if (this.derivations.size >= 1000) this.derivations.clear();
     this.derivations.set(text, d);
     return d;
+  }
+
+  /** Notes statements that may change tables; refreshes old catalog entries in the background. */
+  private watchCatalog(text: string, now: number): void {
+    if (mayChangeCatalog(text)) this.catalogChanged = true;
+    this.catalog!.refreshIfOld(now);
   }
 
   /** Holds the target's messages until the columns of the tables in `fields` are known. */
@@ -886,7 +956,7 @@ class PostgresEngine implements Engine {
       const fields = op.portal?.fields ?? op.portal?.stmt.fields;
       if (fields) columns = fields.map((f) => f.name);
     }
-    this.ctx.record({ type: 'result.rows', columns, rows: res.rec ?? [], count: res.rows, truncated: res.truncated });
+    (op.results ??= []).push({ columns, rows: res.rec ?? [], count: res.rows, truncated: res.truncated });
     res.rec = null;
   }
 
@@ -898,10 +968,62 @@ class PostgresEngine implements Engine {
     return this.lastTNames;
   }
 
+  /** The statement's text and parameters as recorded (through the text masker when masking is on). */
+  private statementFields(op: Op): Record<string, unknown> {
+    const ev: Record<string, unknown> = { protocol: op.kind === 'execute' ? 'extended' : op.kind, text: this.maskText(op.text) };
+    if (op.params) ev.params = op.params.map((p) => (p === null ? null : this.maskText(p)));
+    ev.startedAt = Math.round(performance.timeOrigin + op.t0);
+    return ev;
+  }
+
+  /**
+   * One event per statement, when it completes: text, parameters, start time, duration, rows,
+   * command tag, error, and the (masked, capped) result rows. A statement still running after
+   * ANNOUNCE_MS is also recorded as `query.started` then, so one that never completes (the
+   * gateway crashes, the target hangs) is still in the recording.
+   */
   private recordCompleted(op: Op): void {
-    const ev: { type: string; [k: string]: unknown } = { type: 'query.completed', durationMs: Math.round((performance.now() - op.t0) * 1000) / 1000, rows: op.rows, tag: op.tag };
+    const ev = this.statementFields(op) as { type: string; [k: string]: unknown };
+    ev.type = 'query.completed';
+    ev.durationMs = Math.round((performance.now() - op.t0) * 1000) / 1000;
+    ev.rows = op.rows;
+    ev.tag = op.tag;
     if (op.error) ev.error = op.error;
+    if (op.results) ev.results = op.results;
+    op.results = null;
+    op.announced = true;
     this.ctx.record(ev);
+  }
+
+  private armAnnounce(): void {
+    if (this.announceTimer) return;
+    this.announceTimer = setTimeout(this.onAnnounce, ANNOUNCE_MS);
+    this.announceTimer.unref();
+  }
+
+  /** Records `query.started` for the statements in flight for ANNOUNCE_MS or more. */
+  private readonly onAnnounce = (): void => {
+    this.announceTimer = null;
+    if (this.closed) return;
+    const now = performance.now();
+    let waiting = false;
+    for (const op of this.ops) {
+      if (op.announced || op.t0 === 0 || !(op.kind === 'simple' || op.kind === 'execute' || op.kind === 'function')) continue;
+      if (now - op.t0 < ANNOUNCE_MS) { waiting = true; continue; }
+      op.announced = true;
+      this.ctx.record({ type: 'query.started', ...this.statementFields(op) });
+    }
+    if (waiting) this.armAnnounce();
+  };
+
+  /** At close: statements that never got their answer are recorded as not completed. */
+  private recordUnfinished(): void {
+    for (const op of this.ops) {
+      if (op.t0 === 0 || !(op.kind === 'simple' || op.kind === 'execute' || op.kind === 'function')) continue;
+      if (op.res) { op.rows += op.res.rows; this.recordResult(op, op.res); op.res = null; }
+      op.error ??= 'the session ended before the statement completed';
+      this.recordCompleted(op);
+    }
   }
 
   // ---------------------------------------------------------------- flow control and shutdown
@@ -953,7 +1075,9 @@ class PostgresEngine implements Engine {
     this.phase = 'closed';
     this.releaseKey?.();
     this.releaseKey = null;
-    void this.catalog?.close();
+    if (this.announceTimer) { clearTimeout(this.announceTimer); this.announceTimer = null; }
+    try { this.recordUnfinished(); } catch (err) { this.ctx.log.warn({ err }, 'recording unfinished statements failed'); }
+    if (this.catalogChanged) this.catalog?.invalidate();
     const t = this.target;
     if (t && !t.destroyed) {
       if (t.writable) t.end(terminateMessage);

@@ -2,7 +2,8 @@
  * Logs the gateway in to the target PostgreSQL: optional TLS (target.sslmode), StartupMessage,
  * then SCRAM-SHA-256 (channel binding when TLS), md5 or cleartext with the configured secret,
  * and collects ParameterStatus / BackendKeyData up to the first ReadyForQuery. pg-protocol
- * parses the backend messages; node-postgres' crypto helpers do SCRAM and md5.
+ * parses the backend messages; scram.ts does SCRAM (with a cache of the PBKDF2-derived keys, so
+ * a repeat login costs a few HMACs), node-postgres' helper md5.
  */
 import { readFileSync } from 'node:fs';
 import { isIP, type Socket } from 'node:net';
@@ -10,7 +11,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage } from 'pg-protocol/dist/messages.js';
-import * as sasl from 'pg/lib/crypto/sasl.js';
+import { ScramClient } from './scram.ts';
 import { postgresMd5PasswordHash } from 'pg/lib/crypto/utils.js';
 import { HoopError } from '../../../errors.ts';
 import { startupMessage } from './messages.ts';
@@ -123,7 +124,7 @@ async function login(raw: Socket, opts: LoginOptions): Promise<TargetSession> {
   const notices: Buffer[] = [];
   let pid = 0;
   let secret = 0;
-  let saslSession: sasl.SaslSession | undefined;
+  let scram: ScramClient | undefined;
   const parser = new Parser();
   const password = (): string => {
     if (!opts.password) throw new TargetLoginError('the target asks for a password but none is configured (target.password_env)', '28P01');
@@ -153,19 +154,20 @@ async function login(raw: Socket, opts: LoginOptions): Promise<TargetSession> {
           socket.write(serialize.password(await postgresMd5PasswordHash(opts.user, password(), msg.salt)));
           break;
         case 'authenticationSASL':
-          saslSession = sasl.startSession(msg.mechanisms, tls ? socket : null);
-          socket.write(serialize.sendSASLInitialResponseMessage(saslSession.mechanism, saslSession.response));
+          scram = new ScramClient(msg.mechanisms, tls ? socket as TLSSocket : null);
+          socket.write(serialize.sendSASLInitialResponseMessage(scram.mechanism, scram.first()));
           break;
         case 'authenticationSASLContinue':
-          if (!saslSession) throw new TargetLoginError('unexpected SASL message from target', '08P01');
-          await sasl.continueSession(saslSession, password(), msg.data, tls ? socket : null);
-          socket.write(serialize.sendSCRAMClientFinalMessage(saslSession.response));
+          if (!scram) throw new TargetLoginError('unexpected SASL message from target', '08P01');
+          socket.write(serialize.sendSCRAMClientFinalMessage(await scram.final(password(), msg.data)));
           break;
         case 'authenticationSASLFinal':
-          if (!saslSession) throw new TargetLoginError('unexpected SASL message from target', '08P01');
-          sasl.finalizeSession(saslSession, msg.data);
+          if (!scram) throw new TargetLoginError('unexpected SASL message from target', '08P01');
+          scram.verify(msg.data);
           break;
         case 'authenticationOk':
+          // a server that skips SASLFinal has not proven it knows the password's verifier
+          if (scram && !scram.verified) throw new TargetLoginError('the target ended SCRAM authentication without proving its identity', '08P01');
           break;
         case 'parameterStatus':
           params.push([msg.parameterName, msg.parameterValue]);

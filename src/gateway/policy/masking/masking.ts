@@ -125,6 +125,7 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
     else if (ch === 61 || ch === 58) keyValue = true;
   }
   if (run > maxRun) maxRun = run;
+  if (!anyDetectorCould(c, len, digits, letters, dots, dashes, at, keyValue, maxRun, maxDigitRun)) return value;
   // order matters: secrets first (a URL password looks like an email's local part), IBAN
   // before cards (its digits can pass Luhn), SSN before phone (`012-34-5678` fits both)
   let out = value;
@@ -138,6 +139,153 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
   if (c.email && at) out = maskEmails(out, counter);
   return out;
 }
+
+/**
+ * The pre-checks of every detector, on the counts of one pass over the value: a detector whose
+ * check fails cannot match. Each check only asks for a count to reach a bound.
+ */
+function anyDetectorCould(c: Compiled, len: number, digits: number, letters: number, dots: number, dashes: number, at: boolean, keyValue: boolean, maxRun: number, maxDigitRun: number): boolean {
+  return (c.secret && len >= 10 && (maxRun >= 16 || (keyValue && letters >= 3) || dashes >= 5))
+    || (c.iban && digits >= 2 && letters >= 2 && len >= 15)
+    || (c.card && maxDigitRun >= 13)
+    || (c.ssn && maxDigitRun >= 9 && dashes >= 2)
+    || (c.phone && digits >= 8)
+    || (c.ipv4 && digits >= 4 && dots >= 3)
+    || (c.email && at);
+}
+
+/**
+ * False when no detector can match the UTF-8 text in `buf[start, end)`: the counts of
+ * `maskContent`'s pass taken over the bytes, without decoding them (bulk results: most values
+ * are skipped without a string). Exact for text that is its own value: every byte of a
+ * multi-byte character is >= 0x80, which, like the character in the string pass, is neither a
+ * digit, a letter nor a separator; the byte length is >= the string length, so a length check
+ * passes at least as often. A backslash or a double quote (COPY/CSV/JSON escapes, which the
+ * callers decode before masking) answers true: let the decoding path decide.
+ */
+export function contentMayMatch(m: CompiledMasking, buf: Uint8Array, start: number, end: number): boolean {
+  const c = m as Compiled;
+  if (!c.hasDetectors || end - start < 6) return false;
+  let digits = 0;
+  let letters = 0;
+  let dots = 0;
+  let dashes = 0;
+  let at = false;
+  let keyValue = false;
+  let run = 0;
+  let maxRun = 0;
+  let digitRun = 0;
+  let maxDigitRun = 0;
+  let prevDigit = false;
+  for (let i = start; i < end; i++) {
+    const ch = buf[i];
+    if (ch >= 48 && ch <= 57) {
+      digits++;
+      run++;
+      if (++digitRun > maxDigitRun) maxDigitRun = digitRun;
+      prevDigit = true;
+      continue;
+    }
+    if (!(prevDigit && (ch === 32 || ch === 45))) digitRun = 0;
+    prevDigit = false;
+    const lower = ch | 32;
+    if (lower >= 97 && lower <= 122) { letters++; run++; continue; }
+    if (ch === 95) { run++; continue; }
+    if (run > maxRun) maxRun = run;
+    run = 0;
+    if (ch === 64) at = true;
+    else if (ch === 46) dots++;
+    else if (ch === 45) dashes++;
+    else if (ch === 61 || ch === 58) keyValue = true;
+    else if (ch === 92 || ch === 34) return true;
+  }
+  if (run > maxRun) maxRun = run;
+  return anyDetectorCould(c, end - start, digits, letters, dots, dashes, at, keyValue, maxRun, maxDigitRun);
+}
+
+/**
+ * `contentMayMatch` for a stream of values that arrive in order inside large chunks (the rows of
+ * a bulk result), cheaper per value when the detectors are among email, credit_card and ssn:
+ * their pre-checks are then "an `@`" and "a run of K digits joined by single spaces or dashes"
+ * (K = 9 with ssn, else 13), and with the escape rule "a backslash or a double quote":
+ *
+ * - `@`, `\` and `"` are found with Buffer.indexOf (memchr) once per chunk and character, and
+ *   each value only compares the next position with its bounds;
+ * - a qualifying digit run spans at least K bytes, each of them a digit or a single separator
+ *   next to a digit, so probing every K-th byte for such a byte cannot step over one; a probe
+ *   that hits is settled by counting the digit run around it exactly as `maskContent` does.
+ *
+ * Other detector sets (count-based pre-checks) fall back to `contentMayMatch` per value.
+ */
+export class ByteScreen {
+  readonly #m: CompiledMasking;
+  /** 0: use contentMayMatch; else the digit-run length that can match */
+  readonly #k: number;
+  readonly #email: boolean;
+  #buf: Uint8Array | null = null;
+  #from = 0;
+  /** next position at or after #from of '@', '\\', '"' in #buf (buf.length: none) */
+  #at = 0;
+  #bs = 0;
+  #dq = 0;
+
+  constructor(m: CompiledMasking) {
+    this.#m = m;
+    const c = m as Compiled;
+    this.#email = c.email;
+    this.#k = !c.hasDetectors || c.phone || c.iban || c.ipv4 || c.secret ? 0 : c.ssn ? 9 : c.card ? 13 : Infinity;
+  }
+
+  mayMatch(buf: Buffer, start: number, end: number): boolean {
+    const k = this.#k;
+    if (k === 0) return contentMayMatch(this.#m, buf, start, end);
+    if (end - start < 6) return false;
+    if (buf !== this.#buf || start < this.#from) {
+      this.#buf = buf;
+      this.#at = this.#bs = this.#dq = -1;
+    }
+    this.#from = start;
+    const n = buf.length;
+    if (this.#bs < start) { const i = buf.indexOf(92, start); this.#bs = i < 0 ? n : i; }
+    if (this.#bs < end) return true;
+    if (this.#dq < start) { const i = buf.indexOf(34, start); this.#dq = i < 0 ? n : i; }
+    if (this.#dq < end) return true;
+    if (this.#email) {
+      if (this.#at < start) { const i = buf.indexOf(64, start); this.#at = i < 0 ? n : i; }
+      if (this.#at < end) return true;
+    }
+    if (k === Infinity || end - start < k) return false;
+    for (let p = start + k - 1; p < end; p += k) {
+      const b = buf[p];
+      const digit = b >= 48 && b <= 57;
+      if (!digit && !((b === 32 || b === 45) && ((p > start && isDigitByte(buf[p - 1])) || (p + 1 < end && isDigitByte(buf[p + 1]))))) continue;
+      // count the run around p: back to where a run could start, then forward as maskContent does
+      let q = p;
+      while (q > start && (isDigitByte(buf[q - 1]) || buf[q - 1] === 32 || buf[q - 1] === 45)) q--;
+      let run = 0;
+      let prevDigit = false;
+      let r = q;
+      for (; r < end; r++) {
+        const ch = buf[r];
+        if (ch >= 48 && ch <= 57) {
+          if (++run >= k) return true;
+          prevDigit = true;
+          continue;
+        }
+        if (!(prevDigit && (ch === 32 || ch === 45))) {
+          if (r > p) break;
+          run = 0;
+        }
+        prevDigit = false;
+      }
+      // the run around p is settled up to r (a non-digit): probe on from r + k - 1
+      p = r - 1;
+    }
+    return false;
+  }
+}
+
+function isDigitByte(b: number): boolean { return b >= 48 && b <= 57; }
 
 /**
  * Masks one JSON document so it stays valid JSON: detectors run on each string (decoded when

@@ -1,0 +1,102 @@
+/**
+ * Session recordings on the real SQLite store: events are sealed in batches (one hash per batch,
+ * one row per batch), read back in order, and `verifyChain` detects an edited, dropped,
+ * reordered or unsealed entry; recordings written entry by entry (before batching) still verify.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { createHash } from 'node:crypto';
+import { pino } from 'pino';
+import { GENESIS, Recorder, chainHash, verifyChain } from '../src/gateway/recording/recorder.ts';
+import { SqliteStore } from '../src/gateway/store/sqlite-store.ts';
+import type { RecordingEntry } from '../src/gateway/store/store.ts';
+
+const log = pino({ level: 'silent' });
+
+async function withStore(fn: (store: SqliteStore, file: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'hoop-rec-'));
+  const file = join(dir, 'hoop.db');
+  const store = new SqliteStore(file);
+  try { await fn(store, file); } finally { await store.close(); rmSync(dir, { recursive: true, force: true }); }
+}
+
+async function recorded(store: SqliteStore, id: string, batches: number[]): Promise<RecordingEntry[]> {
+  const rec = new Recorder(id, store, log);
+  let n = 0;
+  for (const size of batches) {
+    for (let i = 0; i < size; i++) rec.record({ type: 'query.completed', text: `select ${++n}`, note: 'tab\there, newline\nhere, "quoted"' });
+    await rec.flush();
+  }
+  return store.readRecording(id);
+}
+
+test('events are sealed per batch, read back in order, and verify', async () => {
+  await withStore(async (store) => {
+    const entries = await recorded(store, 'se_a', [3, 1, 5]);
+    // another session's recording interleaves in the store but not in the reading
+    await recorded(store, 'se_b', [2]);
+    assert.deepEqual(entries.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(entries.map((e) => JSON.parse(e.event).text), [1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) => `select ${i}`));
+    assert.equal(JSON.parse(entries[0].event).note, 'tab\there, newline\nhere, "quoted"');
+    // the last entry of each batch carries the hash
+    assert.deepEqual(entries.map((e) => e.hash !== ''), [false, false, true, true, false, false, false, false, true]);
+    assert.deepEqual(verifyChain(entries), { ok: true, entries: 9 });
+    assert.equal((await store.readRecording('se_b')).length, 2);
+  });
+});
+
+test('an edited, dropped, reordered or unsealed entry is detected', async () => {
+  await withStore(async (store) => {
+    const entries = await recorded(store, 'se_t', [4, 4]);
+    const edit = entries.map((e, i) => (i === 1 ? { ...e, event: e.event.replace('select 2', 'select 9') } : e));
+    assert.equal(verifyChain(edit).ok, false);
+    const retime = entries.map((e, i) => (i === 5 ? { ...e, at: e.at + 1 } : e));
+    assert.equal(verifyChain(retime).ok, false);
+    const dropped = entries.filter((_, i) => i !== 2);
+    assert.deepEqual(verifyChain(dropped), { ok: false, seq: 3, problem: 'entry 3 is missing' });
+    // the same entries with two events swapped (seq kept in order)
+    const swapped = entries.map((e, i) => (i === 0 ? { ...e, event: entries[1].event } : i === 1 ? { ...e, event: entries[0].event } : e));
+    assert.equal(verifyChain(swapped).ok, false);
+    // moving an event across batches
+    const across = entries.map((e, i) => (i === 3 ? { ...e, event: entries[4].event } : i === 4 ? { ...e, event: entries[3].event } : e));
+    assert.equal(verifyChain(across).ok, false);
+    // the hash moved off the last entry: what follows is unsealed
+    const unsealed = entries.map((e, i) => (i === 7 ? { ...e, hash: '' } : e));
+    assert.equal(verifyChain(unsealed).ok, false);
+    // an entry appended after the end
+    const appended = [...entries, { ...entries[7], seq: 9, hash: '' }];
+    assert.equal(verifyChain(appended).ok, false);
+  });
+});
+
+test('recordings written entry by entry before batching still verify', () => {
+  const entries: RecordingEntry[] = [];
+  let prev = GENESIS;
+  for (let seq = 1; seq <= 3; seq++) {
+    const event = JSON.stringify({ type: 'query.started', text: `select ${seq}` });
+    prev = chainHash(prev, seq, 1_700_000_000_000 + seq, event);
+    entries.push({ sessionId: 'old', seq, at: 1_700_000_000_000 + seq, event, hash: prev });
+  }
+  // the digest of the old construction: sha256 over the parts, one update each
+  const old = createHash('sha256').update(GENESIS).update('\n').update('1').update('\n').update(String(entries[0].at)).update('\n').update(entries[0].event).digest('hex');
+  assert.equal(entries[0].hash, old);
+  assert.deepEqual(verifyChain(entries), { ok: true, entries: 3 });
+  assert.equal(verifyChain(entries.map((e, i) => (i === 1 ? { ...e, event: e.event + ' ' } : e))).ok, false);
+});
+
+test('the database refuses to change or delete recorded batches', async () => {
+  await withStore(async (store, file) => {
+    await recorded(store, 'se_r', [2]);
+    const db = new DatabaseSync(file);
+    try {
+      assert.throws(() => db.exec(`update recording_batches set entries = 'x'`), /append-only/);
+      assert.throws(() => db.exec(`delete from recording_batches`), /append-only/);
+    } finally {
+      db.close();
+    }
+  });
+});
