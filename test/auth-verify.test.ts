@@ -331,13 +331,14 @@ describe('dev IdP + token verifier', () => {
       await rejects(verifierFor(r).verify(hs), 'token_alg_not_allowed', /HS256/);
     });
 
-    test('expired token (1s TTL from config)', async () => {
-      const short = await startIdp('  access_token_ttl: 1s');
+    test('expired token (2s TTL from config)', async () => {
+      // 2 s, not 1: exp has whole-second granularity, so a 1 s token can be expired on arrival
+      const short = await startIdp('  access_token_ttl: 2s');
       try {
         const v = verifierFor(short, { clockTolerance: 0 });
         const t = await clientCredentialsToken(short);
         const exp = decodeJwt(t).exp as number;
-        assert.ok(exp - Math.floor(Date.now() / 1000) <= 1);
+        assert.ok(exp - Math.floor(Date.now() / 1000) <= 2);
         await v.verify(t); // valid now, and now cached
         const until = Date.now() + 5000;
         while (Date.now() <= exp * 1000 + 50 && Date.now() < until) await new Promise((res) => setTimeout(res, 200));
