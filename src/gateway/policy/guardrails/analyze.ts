@@ -14,7 +14,7 @@
 import type { GuardrailRule } from '../../config/schema.ts';
 import { constantString, isConstant, literalReads } from './constant.ts';
 import { Lru } from './lru.ts';
-import { parsePlpgsql, parseSql, type PgNode } from './parser.ts';
+import { parsePlpgsql, parseSql, walkTree, type PgNode } from './parser.ts';
 import { checkFor, lastName, type RuleContext } from './rules.ts';
 
 export type Step =
@@ -199,22 +199,12 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
 
 /** The generic walk: every node of the tree, checks by node type. */
 function visit(v: unknown, c: Collector): void {
-  if (Array.isArray(v)) {
-    for (const x of v) visit(x, c);
-    return;
-  }
-  if (v === null || typeof v !== 'object') return;
-  const o = v as PgNode;
-  for (const key in o) {
-    const child = o[key];
-    if (child === null || typeof child !== 'object') continue;
+  walkTree(v, (key, child) => {
     const first = key.charCodeAt(0);
-    if (first >= 65 && first <= 90) {
-      checkFor(key)?.(child, c);
-      if (special[key]?.(child, c)) continue;
-    }
-    visit(child, c);
-  }
+    if (first < 65 || first > 90) return false;
+    checkFor(key)?.(child, c);
+    return Boolean(special[key]?.(child, c));
+  });
 }
 
 // --- PL/pgSQL ----------------------------------------------------------------------------
@@ -241,27 +231,20 @@ const DYNAMIC_FIELDS: Record<string, string> = {
 };
 
 function plWalk(v: unknown, c: Collector): void {
-  if (Array.isArray(v)) {
-    for (const x of v) plWalk(x, c);
-    return;
-  }
-  if (v === null || typeof v !== 'object') return;
-  const o = v as PgNode;
-  for (const key in o) {
-    const child = o[key];
-    if (child === null || typeof child !== 'object') continue;
+  const onNode = (key: string, child: PgNode): boolean => {
     if (key === 'PLpgSQL_expr') {
       plExpr(child, c);
-      continue;
+      return true;
     }
     const dyn = DYNAMIC_FIELDS[key];
     if (dyn && child[dyn]?.PLpgSQL_expr) {
       plDynamic(child[dyn].PLpgSQL_expr, c);
-      for (const k in child) if (k !== dyn) plWalk(child[k], c);
-      continue;
+      for (const k in child) if (k !== dyn) walkTree(child[k], onNode);
+      return true;
     }
-    plWalk(child, c);
-  }
+    return false;
+  };
+  walkTree(v, onNode);
 }
 
 /** A SQL statement or expression embedded in PL/pgSQL (parseMode as in PostgreSQL's RawParseMode). */

@@ -11,6 +11,24 @@ import { Lru } from './lru.ts';
 // every step of a generic walk).
 export type PgNode = Record<string, any>;
 
+/**
+ * Walks a libpg-query tree (arrays and nodes): calls `onNode(key, child)` for every object-valued
+ * field; when it returns true the child counts as handled and is not descended into.
+ */
+export function walkTree(v: unknown, onNode: (key: string, child: PgNode) => boolean): void {
+  if (Array.isArray(v)) {
+    for (const x of v) walkTree(x, onNode);
+    return;
+  }
+  if (v === null || typeof v !== 'object') return;
+  const o = v as PgNode;
+  for (const key in o) {
+    const child = o[key];
+    if (child === null || typeof child !== 'object') continue;
+    if (!onNode(key, child)) walkTree(child, onNode);
+  }
+}
+
 export interface RawStmt {
   stmt: PgNode;
   /** the statement's own source text (one statement of a multi-statement string) */

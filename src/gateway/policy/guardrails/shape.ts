@@ -28,7 +28,7 @@
 import { analyzeSql, type Analysis } from './analyze.ts';
 import type { Shape } from './lexer.ts';
 import { Lru } from './lru.ts';
-import { normalizeForPatterns, parseSql, patternTemplate, type PgNode } from './parser.ts';
+import { normalizeForPatterns, parseSql, patternTemplate, walkTree, type PgNode } from './parser.ts';
 
 interface Template {
   spaced: string[];
@@ -139,22 +139,12 @@ function minusBefore(sql: string, i: number): number {
 
 /** Locations of the A_Const nodes of a tree: i (ICONST), f (FCONST), s (SCONST), x (other). */
 function collectConsts(v: unknown, out: Map<number, string>): void {
-  if (Array.isArray(v)) {
-    for (const x of v) collectConsts(x, out);
-    return;
-  }
-  if (v === null || typeof v !== 'object') return;
-  const o = v as PgNode;
-  for (const key in o) {
-    const child = o[key];
-    if (child === null || typeof child !== 'object') continue;
-    if (key === 'A_Const') {
-      const kind = child.ival ? 'i' : child.fval ? 'f' : child.sval ? 's' : 'x';
-      const loc = Number(child.location ?? 0);
-      const seen = out.get(loc);
-      out.set(loc, seen === undefined || seen === kind ? kind : 'x');
-      continue;
-    }
-    collectConsts(child, out);
-  }
+  walkTree(v, (key, child) => {
+    if (key !== 'A_Const') return false;
+    const kind = child.ival ? 'i' : child.fval ? 'f' : child.sval ? 's' : 'x';
+    const loc = Number(child.location ?? 0);
+    const seen = out.get(loc);
+    out.set(loc, seen === undefined || seen === kind ? kind : 'x');
+    return true;
+  });
 }
