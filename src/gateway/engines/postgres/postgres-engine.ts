@@ -791,25 +791,26 @@ class PostgresEngine implements Engine {
         out.range(buf, start, end);
         return;
       case B.NoticeResponse:
-        if (mask) {
-          const m = maskErrorMessage(buf, start, end, mask, this.maskCounter);
-          this.takeMaskCount();
-          if (m) { out.push(m); return; }
-        }
-        out.range(buf, start, end);
+        this.forwardMasked(buf, start, end, mask && maskErrorMessage);
         return;
       case B.NotificationResponse:
-        if (mask) {
-          const m = maskNotification(buf, start, end, mask, this.maskCounter);
-          this.takeMaskCount();
-          if (m) { out.push(m); return; }
-        }
-        out.range(buf, start, end);
+        this.forwardMasked(buf, start, end, mask && maskNotification);
         return;
       case B.FunctionCallResponse:
       default:
         out.range(buf, start, end);
     }
+  }
+
+  /** Forwards one backend message, rewritten by `masker` when it changes anything. */
+  private forwardMasked(buf: Buffer, start: number, end: number, masker: typeof maskNotification | null | false | undefined): void {
+    const mask = this.policy?.mask;
+    if (masker && mask) {
+      const m = masker(buf, start, end, mask, this.maskCounter);
+      this.takeMaskCount();
+      if (m) { this.clientOut.push(m); return; }
+    }
+    this.clientOut.range(buf, start, end);
   }
 
   private takeMaskCount(): void {

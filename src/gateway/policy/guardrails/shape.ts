@@ -28,7 +28,7 @@
 import { analyzeSql, type Analysis } from './analyze.ts';
 import type { Shape } from './lexer.ts';
 import { Lru } from './lru.ts';
-import { normalizeForPatterns, parseSql, patternTemplate, walkTree, type PgNode } from './parser.ts';
+import { normalizeForPatterns, parseSql, patternTemplate, walkTree } from './parser.ts';
 
 interface Template {
   spaced: string[];
