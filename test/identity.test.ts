@@ -45,6 +45,35 @@ test('device flow: CLI login completed in the dev IdP forms, whoami shows user a
   assert.ok(Date.parse(me.expires_at) > Date.now());
 });
 
+test('on a terminal under CI=true, login prints plain lines (ink would hide the code until the end)', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const exec = promisify(execFile);
+  try { await exec('tmux', ['-V']); } catch { t.skip('tmux is not installed'); return; }
+  const session = `hooplogin-ci${process.pid}`;
+  const env = { CI: 'true', HOOP_CONFIG_DIR: gw.home('tty-ci'), HOOP_GATEWAY: gw.url, DBUS_SESSION_BUS_ADDRESS: 'unix:path=/nonexistent' };
+  const envArgs = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
+  const bin = new URL('../bin/hoopctl', import.meta.url).pathname;
+  await exec('tmux', ['new-session', '-d', '-s', session, '-x', '150', '-y', '20', `env ${envArgs} '${process.execPath}' '${bin}' login --no-browser; sleep 30`]);
+  try {
+    let s = '';
+    for (let i = 0; i < 150 && !/Waiting for approval/.test(s); i++) {
+      s = (await exec('tmux', ['capture-pane', '-p', '-t', session])).stdout;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const m = s.match(/To log in, open (http\S+) and enter the code (\S+)/);
+    assert.ok(m, `plain login lines expected on the screen:\n${s}`);
+    await completeDeviceFlow({ uri: m[1]!, userCode: m[2]! }, 'alice', 'alice');
+    for (let i = 0; i < 150 && !/Logged in to/.test(s); i++) {
+      s = (await exec('tmux', ['capture-pane', '-p', '-t', session])).stdout;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(s, /Logged in to .* as alice/);
+  } finally {
+    await exec('tmux', ['kill-session', '-t', session]).catch(() => {});
+  }
+});
+
 test('device flow on a terminal (tmux): the ink view shows URL and code, then the login completes', async (t) => {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
@@ -54,7 +83,7 @@ test('device flow on a terminal (tmux): the ink view shows URL and code, then th
   const env = { HOOP_CONFIG_DIR: gw.home('tty'), HOOP_GATEWAY: gw.url, DBUS_SESSION_BUS_ADDRESS: 'unix:path=/nonexistent' };
   const envArgs = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
   const bin = new URL('../bin/hoopctl', import.meta.url).pathname;
-  await exec('tmux', ['new-session', '-d', '-s', session, '-x', '150', '-y', '20', `env ${envArgs} '${process.execPath}' '${bin}' login --no-browser; sleep 30`]);
+  await exec('tmux', ['new-session', '-d', '-s', session, '-x', '150', '-y', '20', `env -u CI -u CONTINUOUS_INTEGRATION ${envArgs} '${process.execPath}' '${bin}' login --no-browser; sleep 30`]);
   const screen = async () => (await exec('tmux', ['capture-pane', '-p', '-t', session]).catch((e) => ({ stdout: String(e.stderr) }))).stdout;
   const waitFor = async (re: RegExp) => {
     for (let i = 0; i < 150; i++) { const s = await screen(); const m = s.match(re); if (m) return m; await new Promise((r) => setTimeout(r, 100)); }

@@ -118,7 +118,7 @@ test('on a terminal (tmux), connect draws a live view; Ctrl-C stops it', async (
   const port = await freePort();
   const env = { HOOP_CONFIG_DIR: gw.home('ci'), HOOP_GATEWAY: gw.url, DBUS_SESSION_BUS_ADDRESS: 'unix:path=/nonexistent' };
   const envArgs = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
-  await exec('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '20', `env ${envArgs} '${process.execPath}' '${new URL('../bin/hoopctl', import.meta.url).pathname}' connect echo --port ${port}; sleep 30`]);
+  await exec('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '20', `env -u CI -u CONTINUOUS_INTEGRATION ${envArgs} '${process.execPath}' '${new URL('../bin/hoopctl', import.meta.url).pathname}' connect echo --port ${port}; sleep 30`]);
   const screen = async () => (await exec('tmux', ['capture-pane', '-p', '-t', session]).catch((e) => ({ stdout: `(tmux: ${e.stderr})` }))).stdout;
   const waitFor = async (re: RegExp) => {
     for (let i = 0; i < 100; i++) { const s = await screen(); if (re.test(s)) return s; await new Promise((r) => setTimeout(r, 100)); }

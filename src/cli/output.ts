@@ -4,9 +4,19 @@
  */
 import { HoopError, toHoopError } from '../errors.ts';
 
+/**
+ * Same test as ink's own (is-in-ci): under CI ink renders only the final frame, so a live view
+ * would hide the device code until the login is over. In CI we print plain lines instead.
+ */
+export function inCi(env: NodeJS.ProcessEnv = process.env): boolean {
+  const set = (k: string) => k in env && env[k] !== '0' && env[k] !== 'false';
+  return set('CI') || set('CONTINUOUS_INTEGRATION');
+}
+
 export const out = {
   json: false,
-  tty: Boolean(process.stdout.isTTY),
+  /** live (ink) views only on an interactive terminal outside CI */
+  tty: Boolean(process.stdout.isTTY) && !inCi(),
 };
 
 export function color(code: number, s: string): string {
