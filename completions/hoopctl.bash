@@ -2,7 +2,7 @@
 _hoopctl() {
   local cur="${COMP_WORDS[COMP_CWORD]}" cmd="${COMP_WORDS[1]}" opts
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=( $(compgen -W "login logout whoami connections ls connect leases revoke sessions audit gateway demo completion --help --version" -- "$cur") )
+    COMPREPLY=( $(compgen -W "login logout whoami connections ls connect leases revoke sessions replay audit gateway demo completion --help --version" -- "$cur") )
     return
   fi
   case "$cmd" in
@@ -14,6 +14,7 @@ _hoopctl() {
     leases) opts="--all -a --gateway --json" ;;
     revoke) opts="--gateway --json" ;;
     sessions) opts="--conn --user --since --gateway --json" ;;
+    replay) opts="--speed --timing --no-timing --format --gateway --json" ;;
     audit) opts="--since --gateway --json" ;;
     gateway) opts="--config -c --check" ;;
     demo) opts="--port --dir" ;;

@@ -12,6 +12,7 @@ _hoopctl() {
     'leases:list your leases (--all\: every user'\''s, admins only)'
     'revoke:end a lease now\: its open connections are closed'
     'sessions:list recorded sessions (yours; admins may pass --user)'
+    'replay:replay a session'\''s recording\: statements, masked results, blocked statements, with the original timing'
     'audit:the gateway'\''s audit log\: leases, sessions, blocked statements (admins)'
     'gateway:run the gateway server'
     'demo:start a gateway, dev IdP and a seeded demo PostgreSQL, and print what to try'
@@ -38,6 +39,8 @@ _hoopctl() {
       _arguments '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (sessions)
       _arguments '--conn[only this connection]:value:' '--user[only this user (admins)]:value:' '--since[only sessions started within this window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
+    (replay)
+      _arguments '--speed[play faster (2) or slower (0.5); implies --timing]:value:' '--timing[pause between events even when stdout is not a terminal]' '--no-timing[print everything at once]' '--format[text transcript (default), NDJSON (one event a line) or asciicast v2 for `asciinema play`]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[same as --format json]' '*:arg:' ;;
     (audit)
       _arguments '--since[window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (gateway)

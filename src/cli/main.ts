@@ -77,7 +77,7 @@ export function buildProgram(): Command {
     .option('--json', 'print as JSON')
     .action(run(() => import('./commands/revoke.ts')));
 
-  program.command('sessions')
+  const sessions = program.command('sessions')
     .description('list recorded sessions (yours; admins may pass --user)')
     .option('--conn <name>', 'only this connection')
     .option('--user <user>', 'only this user (admins)')
@@ -85,6 +85,30 @@ export function buildProgram(): Command {
     .addOption(gatewayOpt())
     .option('--json', 'print as JSON')
     .action(run(() => import('./commands/sessions.ts')));
+  // `sessions` and `sessions verify` both take --json/--gateway: each keeps the ones written after it
+  sessions.enablePositionalOptions();
+  sessions.command('verify')
+    .description('check a recording\'s hash chain on this machine (exit 1 when it was altered)')
+    .argument('<session-id>')
+    .addOption(gatewayOpt())
+    .option('--json', 'print {session, ok, entries, problem?, seq?}')
+    .action(run(() => import('./commands/sessions-verify.ts')));
+
+  program.command('replay')
+    .description('replay a session\'s recording: statements, masked results, blocked statements, with the original timing')
+    .argument('<session-id>', 'see `hoopctl sessions`')
+    .option('--speed <n>', 'play faster (2) or slower (0.5); implies --timing')
+    .option('--timing', 'pause between events even when stdout is not a terminal')
+    .option('--no-timing', 'print everything at once')
+    .addOption(new Option('--format <fmt>', 'text transcript (default), NDJSON (one event a line) or asciicast v2 for `asciinema play`').choices(['text', 'json', 'asciicast']))
+    .addOption(gatewayOpt())
+    .option('--json', 'same as --format json')
+    .addHelpText('after', `
+Timing: the text transcript pauses between events as they were recorded (divided by --speed,
+each pause at most 3s). It pauses only when stdout is a terminal, unless --timing or --speed is
+given; --no-timing never pauses. --format json never pauses; --format asciicast writes the same
+pauses into its timestamps instead of sleeping.`)
+    .action(run(() => import('./commands/replay.ts')));
 
   program.command('audit')
     .description('the gateway\'s audit log: leases, sessions, blocked statements (admins)')

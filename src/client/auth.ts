@@ -5,7 +5,7 @@
  */
 import type * as OidcClient from 'openid-client';
 import { AuthError, UsageError } from '../errors.ts';
-import { GatewayClient, type HoopConfiguration } from './gateway-client.ts';
+import { GatewayClient, isLoopback, type HoopConfiguration } from './gateway-client.ts';
 import { loadTokens, saveTokens, type StoredTokens } from './token-store.ts';
 import { resolveGateway } from './settings.ts';
 
@@ -18,9 +18,6 @@ async function openid(): Promise<typeof OidcClient> {
   return oidc;
 }
 
-function isLoopback(u: URL): boolean {
-  return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(u.hostname);
-}
 
 /** openid-client configuration for the gateway's issuer. Plain http is allowed for loopback only
  *  (or with the loudly named HOOP_ALLOW_INSECURE_ISSUER=1). */

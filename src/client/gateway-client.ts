@@ -4,6 +4,10 @@
  */
 import { HoopError, AuthError, AccessDenied, NotFound, Unreachable, UsageError } from '../errors.ts';
 
+export function isLoopback(u: URL): boolean {
+  return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(u.hostname);
+}
+
 export interface HoopConfiguration { gateway: string; issuer: string; client_id: string; audience: string; groups_claim: string; version: string; dev_idp: boolean }
 
 export class GatewayClient {

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { WebSocket, type ClientOptions } from 'ws';
 import { wsDuplex, TunnelClosed, CloseCode, type BridgeCounters } from '../shared/ws-duplex.ts';
-import type { GatewayClient } from './gateway-client.ts';
+import { isLoopback, type GatewayClient } from './gateway-client.ts';
 
 export interface LeaseInfo { id: string; connection: string; status: string; expires_at: string; user: string }
 
@@ -21,6 +21,21 @@ export interface LeaseEnded { reason: string; code: number }
 interface TunnelToken { value: string; exp: number; wsOptions: ClientOptions }
 
 const TOKEN_SLACK_MS = 15_000;
+
+/**
+ * RFC 6455 masks client frames with a random key so that a script in a browser cannot make an
+ * intercepting HTTP proxy on the path misread bytes it chose. Over TLS no intermediary sees the
+ * frames, and a loopback gateway has none on the path, so there the CLI sends an all-zero key:
+ * ws then skips the per-byte XOR and the copy of every payload it needs, and the gateway's ws
+ * skips unmasking (bench/RESULTS.md, iperf up). Any other gateway gets ws's random keys.
+ */
+function zeroMask(mask: Buffer): void {
+  mask[0] = mask[1] = mask[2] = mask[3] = 0;
+}
+export function maskNeeded(wsUrl: string): boolean {
+  const u = new URL(wsUrl);
+  return u.protocol !== 'wss:' && !isLoopback(u);
+}
 const MAX_FRAME = 4 * 1024 * 1024;
 
 export class LocalTunnel extends EventEmitter {
@@ -84,6 +99,7 @@ export class LocalTunnel extends EventEmitter {
       .then((r) => {
         // one options object per token, reused by every connection until the next token
         const wsOptions: ClientOptions = { headers: { authorization: `Bearer ${r.token}` }, perMessageDeflate: false, maxPayload: MAX_FRAME, skipUTF8Validation: true };
+        if (!maskNeeded(this.#wsUrl)) wsOptions.generateMask = zeroMask;
         return (this.#token = { value: r.token, exp: Date.parse(r.expires_at), wsOptions });
       })
       .finally(() => { this.#tokenPending = undefined; });

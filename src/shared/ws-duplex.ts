@@ -110,6 +110,40 @@ export interface BridgeCounters {
   fromSocket?(n: number): void;
 }
 
+/** What a message-level user of the tunnel (a protocol engine) is told; see WsDuplex.link(). */
+export interface LinkHandlers {
+  /** one binary message from the peer */
+  data(b: Buffer): void;
+  /** the peer ended its direction ("eof") */
+  end(): void;
+  /** the tunnel is gone (closed or failed); nothing more arrives */
+  close(): void;
+  /** a write that returned false has been taken by the socket: write again */
+  drain(): void;
+}
+
+/**
+ * The tunnel as a sequence of messages: the subset of a Duplex a protocol engine uses, without
+ * the stream machinery in between (no Readable buffer, no write callbacks and their nextTicks).
+ * A plain Duplex can stand in for it (engines/engine.ts: clientLink()).
+ */
+export interface TunnelLink {
+  /** starts delivering to the handlers (anything already buffered first) */
+  start(): void;
+  /** sends one binary message; false when the socket holds more than its high-water mark */
+  write(b: Buffer): boolean;
+  /** holds several writes for one system call (writev) until uncork() */
+  cork(): void;
+  uncork(): void;
+  pause(): void;
+  resume(): void;
+  /** ends our direction ("eof") */
+  end(): void;
+  destroy(): void;
+  readonly destroyed: boolean;
+  readonly writableEnded: boolean;
+}
+
 export interface WsDuplex extends Duplex {
   /** set when the WebSocket closed: the peer's code and reason */
   closeInfo?: { code: number; reason: string };
@@ -124,6 +158,13 @@ export interface WsDuplex extends Duplex {
    * its queued writes are flushed. Call once, with nothing else reading or writing the stream.
    */
   bridge(socket: Socket, count?: BridgeCounters): Promise<void>;
+  /**
+   * Hands the tunnel to a message-level user: once `start()` is called on the link, each binary
+   * message goes to `h.data` (anything already buffered in the stream first), "eof" to `h.end`,
+   * the close to `h.close`. Call once, with nothing else reading or writing the stream; the stream itself
+   * still closes and reports 'close' as before (the session watches that).
+   */
+  link(h: LinkHandlers): TunnelLink;
 }
 
 export function wsDuplex(ws: WebSocket): WsDuplex {
@@ -133,6 +174,9 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
   let gotEof = false;
   // bridge mode: the socket we relay to, and who is paused for whose backpressure
   let sock: Socket | undefined;
+  // link mode: the message-level user
+  let linked: LinkHandlers | undefined;
+  let linkWaitsDrain = false;
   let counters: BridgeCounters = {};
   let wsHeld = false;
   let sockHeld = false;
@@ -287,16 +331,61 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
     else s.once('finish', () => s.destroy());
   };
 
+  const linkDrained = () => {
+    linkWaitsDrain = false;
+    linked?.drain();
+  };
+  let handlers: LinkHandlers | undefined;
+  const link: TunnelLink = {
+    start() {
+      const h = handlers!;
+      // what arrived before the user was ready (e.g. while the session was set up)
+      for (let c: Buffer | null; (c = d.read() as Buffer | null) !== null; ) h.data(c);
+      linked = h;
+      if (gotEof) h.end();
+      if (d.closeInfo || d.destroyed) h.close();
+      else if (paused) {
+        paused = false;
+        ws.resume();
+      }
+    },
+    write(b) {
+      if (ws.readyState !== ws.OPEN) return true; // closing: the close handler tells the user
+      ws.send(b, BINARY);
+      const raw = socket();
+      if (!raw || raw.writableLength <= SEND_HWM) return true;
+      if (!linkWaitsDrain) {
+        linkWaitsDrain = true;
+        raw.once('drain', linkDrained);
+      }
+      return false;
+    },
+    cork() { socket()?.cork(); },
+    uncork() { socket()?.uncork(); },
+    pause() { ws.pause(); },
+    resume() { if (ws.readyState === ws.OPEN) ws.resume(); },
+    end() { if (!sentEof) sendEof(); },
+    destroy() { d.destroy(); },
+    get destroyed() { return d.destroyed || ws.readyState > ws.OPEN; },
+    get writableEnded() { return sentEof; },
+  };
+  d.link = (h) => {
+    handlers = h;
+    return link;
+  };
+
   ws.on('message', (data: Buffer, isBinary: boolean) => {
     if (isBinary) {
-      if (sock) toSocket(data);
+      if (linked) linked.data(data);
+      else if (sock) toSocket(data);
       else if (!d.push(data) && !paused) {
         paused = true;
         ws.pause();
       }
     } else if (data.length === 3 && data[0] === 0x65 && data[1] === 0x6f && data[2] === 0x66) { // "eof"
       gotEof = true;
-      if (sock) endSocket();
+      if (linked) linked.end();
+      else if (sock) endSocket();
       else d.push(null);
       maybeClose();
     } else {
@@ -307,12 +396,16 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
   ws.on('close', (code: number, reasonBuf: Buffer) => {
     d.closeInfo = { code, reason: reasonBuf.length ? reasonBuf.toString() : '' };
     if (sock) closeSocket(code);
+    linked?.close();
     if (code === CloseCode.normal || code === 1005) {
       if (!gotEof && !sock) d.push(null);
       if (!d.writableFinished) d.destroy();
     } else d.destroy(closedError());
   });
-  ws.on('error', (err) => d.destroy(err));
+  ws.on('error', (err) => {
+    d.destroy(err);
+    linked?.close();
+  });
   return d;
 }
 

@@ -121,6 +121,11 @@ export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfi
   let logs = '';
   proc.stdout!.on('data', (d) => { logs += d; });
   proc.stderr!.on('data', (d) => { logs += d; });
+  let stopping = false;
+  // a gateway that dies under a test is a bug: say so with its last log lines, not just ECONNREFUSED later
+  proc.once('exit', (code, signal) => {
+    if (!stopping && code !== 0) process.stderr.write(`\n[test harness] gateway on port ${port} exited unexpectedly (code ${code}, signal ${signal}); last log lines:\n${logs.split('\n').slice(-40).join('\n')}\n`);
+  });
   const url = opts.healthUrl ?? `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -145,6 +150,7 @@ export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfi
     cli: (args, o = {}) => runCli(args, envFor(o), o),
     spawnCli: (args, o = {}) => { const l = spawnLive(args, envFor(o)); l.proc.stdin?.end(); return l; },
     async stop() {
+      stopping = true;
       if (proc.exitCode === null) {
         proc.kill('SIGTERM');
         await new Promise((r) => proc.once('close', r));

@@ -32,6 +32,8 @@ export interface GatewayOptions {
   requestReview?: EngineContext['requestReview'];
   /** benchmarks: do not keep recorded events */
   discardEvents?: boolean;
+  /** benchmarks: where each session's events go instead (e.g. a real Recorder on a store) */
+  recorder?: (sessionId: string) => (e: RecordEvent) => void;
 }
 
 export async function startGateway(pg: PgCluster, opts: GatewayOptions = {}): Promise<TestGateway> {
@@ -66,7 +68,7 @@ export async function startGateway(pg: PgCluster, opts: GatewayOptions = {}): Pr
         s.once('connect', () => { s.removeAllListeners('error'); resolve(s); });
         s.once('error', reject);
       }),
-      record: (e) => { if (!opts.discardEvents) events.push(e); },
+      record: opts.recorder ? opts.recorder(`se_${sessions.length}`) : (e) => { if (!opts.discardEvents) events.push(e); },
       audit: (type, data) => { audits.push({ type, data }); },
       signal: abort.signal,
       ...(opts.requestReview ? { requestReview: opts.requestReview } : {}),

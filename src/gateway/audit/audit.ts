@@ -56,11 +56,9 @@ export class Audit {
     const batch = this.#queue;
     if (!batch.length) return this.#writing;
     this.#queue = [];
-    this.#writing = this.#writing.then(async () => {
-      for (const event of batch) {
-        await this.#store.appendAudit(event).catch((err) => this.#log.error({ err, audit: event.type }, 'audit write failed'));
-      }
-    });
+    this.#writing = this.#writing.then(() => this.#store.appendAudit(batch).catch((err) => {
+      this.#log.error({ err, events: batch.length, types: [...new Set(batch.map((e) => e.type))] }, 'audit write failed');
+    }));
     return this.#writing;
   }
 }

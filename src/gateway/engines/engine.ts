@@ -14,6 +14,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
+import type { LinkHandlers, TunnelLink, WsDuplex } from '../../shared/ws-duplex.ts';
 import type { ConnectionConfig } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
 
@@ -74,6 +75,33 @@ export interface EngineFactory {
   /** suggested local port for `hoopctl connect` (clients' usual port + offset) */
   readonly defaultLocalPort: number;
   create(ctx: EngineContext): Engine;
+}
+
+/**
+ * The client side of a session as messages: the tunnel's own link when the stream is a tunnel
+ * (no stream machinery per message), else an adapter over any Duplex (in-process tests hand
+ * engines a plain socket).
+ */
+export function clientLink(client: Duplex, h: LinkHandlers): TunnelLink {
+  if (typeof (client as WsDuplex).link === 'function') return (client as WsDuplex).link(h);
+  return {
+    start() {
+      client.on('data', h.data);
+      client.on('end', h.end);
+      client.on('close', h.close);
+      client.on('error', h.close);
+      client.on('drain', h.drain);
+    },
+    write: (b) => client.write(b),
+    cork: () => client.cork(),
+    uncork: () => client.uncork(),
+    pause: () => { client.pause(); },
+    resume: () => { client.resume(); },
+    end: () => { client.end(); },
+    destroy: () => { client.destroy(); },
+    get destroyed() { return client.destroyed; },
+    get writableEnded() { return client.writableEnded; },
+  };
 }
 
 const registry = new Map<string, () => Promise<EngineFactory>>();

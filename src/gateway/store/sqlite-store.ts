@@ -80,15 +80,10 @@ export class SqliteStore implements Store {
     if (!row) this.#db.exec('INSERT INTO schema_version VALUES (0)');
     if (version > MIGRATIONS.length) throw new Error(`store schema version ${version} is newer than this hoopctl (${MIGRATIONS.length}); upgrade hoopctl`);
     for (; version < MIGRATIONS.length; version++) {
-      this.#db.exec('BEGIN');
-      try {
+      this.#tx(() => {
         this.#db.exec(MIGRATIONS[version]);
         this.#db.prepare('UPDATE schema_version SET version = ?').run(version + 1);
-        this.#db.exec('COMMIT');
-      } catch (err) {
-        this.#db.exec('ROLLBACK');
-        throw err;
-      }
+      });
     }
   }
 
@@ -154,9 +149,24 @@ export class SqliteStore implements Store {
     return rows.map(sessionFromRow);
   }
 
-  async appendAudit(e: AuditEvent): Promise<void> {
-    this.#q('INSERT INTO audit (at, type, actor, connection, lease_id, session_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(e.at, e.type, e.actor, e.connection, e.leaseId, e.sessionId, JSON.stringify(e.data));
+  async appendAudit(events: AuditEvent[]): Promise<void> {
+    if (!events.length) return;
+    const ins = this.#q('INSERT INTO audit (at, type, actor, connection, lease_id, session_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.#tx(() => {
+      for (const e of events) ins.run(e.at, e.type, e.actor, e.connection, e.leaseId, e.sessionId, JSON.stringify(e.data));
+    });
+  }
+
+  /** one transaction: one WAL write for many rows instead of one per row */
+  #tx(body: () => void): void {
+    this.#db.exec('BEGIN');
+    try {
+      body();
+      this.#db.exec('COMMIT');
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
+    }
   }
   async listAudit(f: { since?: number; limit?: number } = {}): Promise<AuditEvent[]> {
     const rows = this.#q('SELECT * FROM audit WHERE at >= ? ORDER BY id ASC LIMIT ?').all(f.since ?? 0, f.limit ?? 10_000) as Row[];
@@ -169,8 +179,7 @@ export class SqliteStore implements Store {
   async appendRecording(entries: RecordingEntry[]): Promise<void> {
     if (!entries.length) return;
     const ins = this.#q('INSERT INTO recording_batches (session_id, first_seq, last_seq, hash, entries) VALUES (?, ?, ?, ?, ?)');
-    this.#db.exec('BEGIN');
-    try {
+    this.#tx(() => {
       // a batch: consecutive entries of one session up to and including a hashed one
       let first = 0;
       let text = '';
@@ -185,11 +194,7 @@ export class SqliteStore implements Store {
           text = '';
         }
       }
-      this.#db.exec('COMMIT');
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    });
   }
   async readRecording(sessionId: string): Promise<RecordingEntry[]> {
     // recordings written before batching, one row per entry

@@ -78,7 +78,8 @@ export interface Store {
   getSession(id: string): Promise<SessionRow | undefined>;
   listSessions(filter?: SessionFilter): Promise<SessionRow[]>;
 
-  appendAudit(e: AuditEvent): Promise<void>;
+  /** appends events in order, all or none (one transaction) */
+  appendAudit(events: AuditEvent[]): Promise<void>;
   listAudit(filter?: { since?: number; limit?: number }): Promise<AuditEvent[]>;
 
   /** appends sealed batches (each run of one session's entries ends with a hashed entry) */

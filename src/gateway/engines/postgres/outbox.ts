@@ -4,7 +4,14 @@
  * that was read (no copy, one write). Small mixed batches are concatenated into one write; large
  * ones go out corked so Node uses writev without copying.
  */
-import type { Writable } from 'node:stream';
+/** where an Outbox writes: a socket, or the tunnel's link (engine.ts clientLink) */
+export interface Sink {
+  write(b: Buffer): boolean;
+  cork(): void;
+  uncork(): void;
+  readonly destroyed: boolean;
+  readonly writableEnded: boolean;
+}
 
 const CONCAT_LIMIT = 64 * 1024;
 
@@ -44,7 +51,7 @@ export class Outbox {
   }
 
   /** Writes everything queued; returns the number of bytes written and whether the stream wants more. */
-  flush(stream: Writable): { bytes: number; ok: boolean } {
+  flush(stream: Sink): { bytes: number; ok: boolean } {
     this.cut();
     const segs = this.segs;
     const bytes = this.bytes;

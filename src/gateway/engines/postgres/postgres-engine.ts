@@ -17,11 +17,12 @@
  * recording needs them. Promises appear only off the hot path: login, catalog lookups, reviews.
  */
 import type { Duplex } from 'node:stream';
+import type { TunnelLink } from '../../../shared/ws-duplex.ts';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage, CopyResponse, Field, RowDescriptionMessage } from 'pg-protocol/dist/messages.js';
-import type { Engine, EngineContext, EngineFactory } from '../engine.ts';
+import { clientLink, type Engine, type EngineContext, type EngineFactory } from '../engine.ts';
 import { MessageFramer, ProtocolError } from './framer.ts';
 import {
   B, F, authenticationOk, backendKeyData, cancelRequest, describeStatement, errorField, errorResponse,
@@ -140,7 +141,7 @@ type Phase = 'startup' | 'login' | 'ready' | 'closed';
 
 class PostgresEngine implements Engine {
   private readonly ctx: EngineContext;
-  private client: Duplex | null = null;
+  private client: TunnelLink | null = null;
   private target: Socket | null = null;
   private phase: Phase = 'startup';
   private readonly clientFramer: MessageFramer;
@@ -197,15 +198,16 @@ class PostgresEngine implements Engine {
   }
 
   handle(client: Duplex): Promise<void> {
-    this.client = client;
     return new Promise<void>((resolve) => {
       this.done = resolve;
-      client.on('data', (chunk: Buffer) => this.onClientData(chunk));
-      client.on('end', () => this.close());
-      client.on('close', () => this.close());
-      client.on('error', (err) => { this.ctx.log.debug({ err: err.message }, 'client stream error'); this.close(); });
-      // the client took what we wrote: the target may send again
-      client.on('drain', () => { this.targetHeld.drain = false; this.resumeTarget(); });
+      this.client = clientLink(client, {
+        data: (chunk) => this.onClientData(chunk),
+        end: () => this.close(),
+        close: () => this.close(),
+        // the client took what we wrote: the target may send again
+        drain: () => { this.targetHeld.drain = false; this.resumeTarget(); },
+      });
+      this.client.start();
     });
   }
 

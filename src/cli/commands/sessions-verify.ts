@@ -1,0 +1,36 @@
+/**
+ * `hoopctl sessions verify <session-id>`: checks a recording's hash chain here, on the client,
+ * rather than taking the gateway's word for it. Exit 0 when intact; exit 1 when the recording was
+ * altered (an entry edited, dropped or reordered), naming the first entry that does not verify.
+ *
+ * Limit of a hash chain: removing the last sealed batch(es) of a recording leaves a shorter chain
+ * that still verifies; the gateway would have to seal the end of a session for that to show.
+ */
+import type { Command } from 'commander';
+import { authedClient } from '../../client/auth.ts';
+import { ExitCode } from '../../errors.ts';
+import { out, printJson, line } from '../output.ts';
+import { fetchRecording } from './replay.ts';
+
+type Opts = { gateway?: string; json?: boolean };
+
+export default async function sessionsVerify(id: string, _own: Opts, cmd: Command): Promise<number> {
+  // `hoopctl sessions --json verify <id>` gives --json to `sessions`: honour it here too
+  const opts = cmd.optsWithGlobals<Opts>();
+  if (opts.json) out.json = true;
+  const gw = await authedClient(opts.gateway);
+  const { session, entries } = await fetchRecording(gw, id);
+  const { verifyChain } = await import('../../gateway/recording/recorder.ts');
+  const r = verifyChain(entries);
+  if (out.json) {
+    printJson(r.ok ? { session: session.id, ok: true, entries: entries.length } : { session: session.id, ok: false, entries: entries.length, problem: r.problem, seq: r.seq });
+    return r.ok ? ExitCode.ok : ExitCode.target;
+  }
+  if (r.ok) {
+    const none = entries.length === 0 && session.type !== 'postgres' ? ` (a ${session.type} session records no events)` : '';
+    line(`recording of ${session.id}: ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}${none}, hash chain intact`);
+    return ExitCode.ok;
+  }
+  process.stderr.write(`hoopctl: the recording of ${session.id} was altered: ${r.problem} (first entry that does not verify: ${r.seq}; ${entries.length} entries read)\n`);
+  return ExitCode.target;
+}
