@@ -13,7 +13,7 @@ _hoopctl() {
     connect) opts="--port -p --duration -d --reason -r --new-lease --gateway --json" ;;
     leases) opts="--all -a --gateway --json" ;;
     revoke) opts="--gateway --json" ;;
-    sessions) opts="--conn --user --since --gateway --json" ;;
+    sessions) opts="verify --conn --user --since --gateway --json" ;;
     replay) opts="--speed --timing --no-timing --format --gateway --json" ;;
     audit) opts="--since --gateway --json" ;;
     gateway) opts="--config -c --check" ;;

@@ -30,6 +30,7 @@ complete -c hoopctl -n '__fish_use_subcommand' -a 'revoke' -d 'end a lease now: 
 complete -c hoopctl -n '__fish_seen_subcommand_from revoke' -l gateway -r -d 'gateway URL (default: HOOP_GATEWAY or the last login)'
 complete -c hoopctl -n '__fish_seen_subcommand_from revoke' -l json -d 'print as JSON'
 complete -c hoopctl -n '__fish_use_subcommand' -a 'sessions' -d 'list recorded sessions (yours; admins may pass --user)'
+complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -a 'verify'
 complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -l conn -r -d 'only this connection'
 complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -l user -r -d 'only this user (admins)'
 complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -l since -r -d 'only sessions started within this window, e.g. 24h'

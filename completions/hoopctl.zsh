@@ -38,7 +38,7 @@ _hoopctl() {
     (revoke)
       _arguments '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (sessions)
-      _arguments '--conn[only this connection]:value:' '--user[only this user (admins)]:value:' '--since[only sessions started within this window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
+      _arguments '--conn[only this connection]:value:' '--user[only this user (admins)]:value:' '--since[only sessions started within this window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '1::subcommand:(verify)' '*:arg:' ;;
     (replay)
       _arguments '--speed[play faster (2) or slower (0.5); implies --timing]:value:' '--timing[pause between events even when stdout is not a terminal]' '--no-timing[print everything at once]' '--format[text transcript (default), NDJSON (one event a line) or asciicast v2 for `asciinema play`]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[same as --format json]' '*:arg:' ;;
     (audit)

@@ -73,6 +73,30 @@ test('an edited, dropped, reordered or unsealed entry is detected', async () => 
   });
 });
 
+test('a closed recording counts its entries; an ended session whose end was cut off fails', async () => {
+  await withStore(async (store) => {
+    const rec = new Recorder('se_c', store, log);
+    for (let i = 1; i <= 3; i++) {
+      rec.record({ type: 'query.completed', text: `select ${i}` });
+      await rec.flush(); // one batch each: the last batches can be cut off whole
+    }
+    await rec.close('client closed');
+    const entries = await store.readRecording('se_c');
+    assert.deepEqual(JSON.parse(entries.at(-1)!.event), { type: 'recording.closed', entries: 4, reason: 'client closed' });
+    assert.deepEqual(verifyChain(entries, { ended: true }), { ok: true, entries: 4 });
+    // the chain of what is left is intact, but the end is missing
+    for (const kept of [3, 2, 1]) {
+      const cut = entries.slice(0, kept);
+      assert.deepEqual(verifyChain(cut), { ok: true, entries: kept });
+      const v = verifyChain(cut, { ended: true });
+      assert.equal(v.ok, false);
+      assert.match((v as { problem: string }).problem, new RegExp(`ends early: nothing after entry ${kept} survives`));
+    }
+    // a session still open (or a gateway that crashed) has no closing entry yet: not an alteration
+    assert.equal(verifyChain(entries.slice(0, 2)).ok, true);
+  });
+});
+
 test('recordings written entry by entry before batching still verify', () => {
   const entries: RecordingEntry[] = [];
   let prev = GENESIS;

@@ -231,6 +231,8 @@ test('unknown session and another user\'s session: exit 4, not found', async () 
 test('tampering with the store file is detected: an edited entry, a removed batch', async () => {
   const other = await sessionOf(() => psql(pgPort, 'x', 'y', '-c', 'select 1', '-c', 'select pg_sleep(0.5)', '-c', 'select 2'));
   assert.equal((await gw.cli(['sessions', 'verify', other.id], { home: 'ci' })).code, 0);
+  const third = await sessionOf(() => psql(pgPort, 'x', 'y', '-c', 'select 1', '-c', 'select pg_sleep(0.5)', '-c', 'select 2'));
+  assert.equal((await gw.cli(['sessions', 'verify', third.id], { home: 'ci' })).code, 0);
 
   const file = join(gw.dir, 'data', 'hoop.db');
   const sql = new DatabaseSync(file);
@@ -246,6 +248,9 @@ test('tampering with the store file is detected: an edited entry, a removed batc
     const otherBatches = sql.prepare('SELECT first_seq FROM recording_batches WHERE session_id = ? ORDER BY first_seq').all(other.id);
     assert.ok(otherBatches.length >= 2, 'the second session was sealed in two batches or more');
     sql.prepare('DELETE FROM recording_batches WHERE session_id = ? AND first_seq = 1').run(other.id);
+    // a third session loses the end of its recording: what is left still chains
+    const last = sql.prepare('SELECT max(first_seq) AS s FROM recording_batches WHERE session_id = ?').get(third.id) as { s: number };
+    sql.prepare('DELETE FROM recording_batches WHERE session_id = ? AND first_seq = ?').run(third.id, last.s);
   } finally {
     sql.close();
   }
@@ -265,6 +270,9 @@ test('tampering with the store file is detected: an edited entry, a removed batc
   const rm = await gw.cli(['sessions', 'verify', other.id], { home: 'ci' });
   assert.equal(rm.code, 1);
   assert.match(rm.stderr, /was altered: entry 1 is missing/);
+  const cut = await gw.cli(['sessions', 'verify', third.id], { home: 'ci' });
+  assert.equal(cut.code, 1, cut.stdout + cut.stderr);
+  assert.match(cut.stderr, /was altered: the recording ends early/);
 
   // replay still shows what is there, but warns
   const r = await gw.cli(['replay', main.id, '--no-timing'], { home: 'ci' });

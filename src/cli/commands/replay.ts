@@ -109,6 +109,9 @@ export function renderEvent(ev: Event, atMs: number, sessionStart: number, promp
       params(ev.params);
       lines.push(paint.dim(`-- still running after ${secs(atMs - sent)}`));
       break;
+    case 'recording.closed':
+      lines.push(paint.dim(`-- session ended${ev.reason ? `: ${safe(String(ev.reason), true)}` : ''}`));
+      break;
     case 'query.blocked':
       statement(ev.text);
       lines.push(`BLOCKED by guardrail rule "${safe(String(ev.rule ?? '?'), true)}"`);
@@ -173,7 +176,7 @@ export default async function replay(id: string, opts: Opts): Promise<number> {
 
   // replaying is not verifying, but nobody should watch an altered recording unawares
   const { verifyChain } = await import('../../gateway/recording/recorder.ts');
-  const check = verifyChain(entries);
+  const check = verifyChain(entries, { ended: session.endedAt !== null });
   if (!check.ok) info(`warning: the recording of ${session.id} was altered (${check.problem}); run \`hoopctl sessions verify ${session.id}\``);
 
   // `hoopctl replay … | head` closes the pipe mid-replay: stop quietly

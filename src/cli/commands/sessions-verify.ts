@@ -3,8 +3,9 @@
  * rather than taking the gateway's word for it. Exit 0 when intact; exit 1 when the recording was
  * altered (an entry edited, dropped or reordered), naming the first entry that does not verify.
  *
- * Limit of a hash chain: removing the last sealed batch(es) of a recording leaves a shorter chain
- * that still verifies; the gateway would have to seal the end of a session for that to show.
+ * A hash chain alone cannot show that its last batches were removed; the gateway closes the
+ * recording of a session that ended with a counting `recording.closed` entry, so a cut-off end
+ * of an ended session is reported too (recorder.ts).
  */
 import type { Command } from 'commander';
 import { authedClient } from '../../client/auth.ts';
@@ -21,7 +22,7 @@ export default async function sessionsVerify(id: string, _own: Opts, cmd: Comman
   const gw = await authedClient(opts.gateway);
   const { session, entries } = await fetchRecording(gw, id);
   const { verifyChain } = await import('../../gateway/recording/recorder.ts');
-  const r = verifyChain(entries);
+  const r = verifyChain(entries, { ended: session.endedAt !== null });
   if (out.json) {
     printJson(r.ok ? { session: session.id, ok: true, entries: entries.length } : { session: session.id, ok: false, entries: entries.length, problem: r.problem, seq: r.seq });
     return r.ok ? ExitCode.ok : ExitCode.target;

@@ -2,9 +2,12 @@
  * Session recordings: append-only, tamper-evident. Entries are sealed in batches: the hash of a
  * batch is sha256(previous hash ‖ seq ‖ at ‖ event JSON ‖ seq ‖ at ‖ event JSON ‖ ...) over its
  * entries in order, stored on its last entry, so editing, dropping or reordering any entry
- * breaks that hash and every later one (`verifyChain`, `hoopctl sessions verify`); only a cut
- * at the very end leaves an intact (shorter) chain. A batch of one entry hashes exactly as the
- * per-entry chain of recordings written before batching, which therefore still verify.
+ * breaks that hash and every later one (`verifyChain`, `hoopctl sessions verify`). A cut at the
+ * very end would leave an intact (shorter) chain, so a session that ends normally closes its
+ * recording with a `recording.closed` entry that counts the entries: a recording of an ended
+ * session without it lost its end (cut off, or the gateway crashed before the session ended).
+ * A batch of one entry hashes exactly as the per-entry chain of recordings written before
+ * batching, which therefore still verify.
  *
  * Cost (the recorder runs on the data path's event loop): one JSON.stringify per event, and per
  * batch one SHA-256 over its bytes and one SQLite row (sqlite-store.ts). Engines keep events few:
@@ -22,6 +25,8 @@ import type { RecordingEntry, Store } from '../store/store.ts';
 import type { Logger } from '../log.ts';
 
 export const GENESIS = '0'.repeat(64);
+/** the type of a recording's last entry when its session ended normally */
+export const CLOSED = 'recording.closed';
 /** how long an event may wait in memory before it is written */
 export const FLUSH_MS = 200;
 const FLUSH_ENTRIES = 1024;
@@ -69,6 +74,12 @@ export class Recorder {
     }
   }
 
+  /** Ends the recording: a last entry that counts them all, sealed and written with the rest. */
+  close(reason: string | null): Promise<void> {
+    this.record({ type: CLOSED, entries: this.#seq + 1, reason });
+    return this.flush();
+  }
+
   /** Seals what is pending and writes it; resolves when everything recorded so far is stored. */
   flush(): Promise<void> {
     if (this.#timer) { clearTimeout(this.#timer); this.#timer = undefined; }
@@ -88,9 +99,11 @@ export class Recorder {
 /**
  * Verifies a recording (entries in seq order, as `readRecording` returns them): every seq from 1
  * on is present once, and each hash covers the previous one and every entry since. Entries
- * after the last hash (none in a recording the recorder wrote) count as altered.
+ * after the last hash (none in a recording the recorder wrote) count as altered. With
+ * `ended` (the session is over), a recording must end with its `recording.closed` entry
+ * counting every entry, or its end was cut off.
  */
-export function verifyChain(entries: RecordingEntry[]): { ok: true; entries: number } | { ok: false; seq: number; problem: string } {
+export function verifyChain(entries: RecordingEntry[], opts: { ended?: boolean } = {}): { ok: true; entries: number } | { ok: false; seq: number; problem: string } {
   let prev = GENESIS;
   let text = GENESIS;
   let expect = 1;
@@ -108,5 +121,13 @@ export function verifyChain(entries: RecordingEntry[]): { ok: true; entries: num
     firstOpen = expect;
   }
   if (text !== prev) return { ok: false, seq: firstOpen, problem: `entries from ${firstOpen} on are not sealed by a hash` };
+  if (opts.ended && entries.length > 0) {
+    const last = entries[entries.length - 1];
+    let closed: { type?: unknown; entries?: unknown } | undefined;
+    try { closed = JSON.parse(last.event); } catch { /* not JSON: not the closing entry */ }
+    if (closed?.type !== CLOSED || closed.entries !== entries.length) {
+      return { ok: false, seq: last.seq + 1, problem: `the recording ends early: nothing after entry ${last.seq} survives, and the session's closing entry is missing (entries were removed, or the gateway stopped before the session ended)` };
+    }
+  }
   return { ok: true, entries: entries.length };
 }

@@ -115,7 +115,7 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     // the lease's code reaches the CLI even when the engine finished before GOODBYE_MS
     if (leaseEnd) stream.closeWith(leaseEnd.code, leaseEnd.reason);
     else if (!stream.destroyed) stream.destroy();
-    await recorder?.flush();
+    await recorder?.close(closeReason);
     clearTimeout(rowTimer);
     unwrittenRows.delete(writeRow);
     const end = { endedAt: Date.now(), closeReason, ...stats };
