@@ -8,6 +8,8 @@ function bytes(n: number): string {
   return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
 
+const CHANGE_MS = 100;
+
 export async function showConnect(p: { name: string; type: string; port: number; command: string; lease: LeaseInfo; tunnel: LocalTunnel }): Promise<{ stop(why: string): void }> {
   const React = await import('react');
   const { render, Box, Text } = await import('ink');
@@ -17,9 +19,14 @@ export async function showConnect(p: { name: string; type: string; port: number;
     const [, tick] = React.useState(0);
     React.useEffect(() => {
       const t = setInterval(() => tick((n: number) => n + 1), 1000);
-      const onChange = () => tick((n: number) => n + 1);
+      // a busy tunnel changes hundreds of times a second (pgbench -C): redraw at most every
+      // CHANGE_MS, with the last change always shown
+      let pending: NodeJS.Timeout | undefined;
+      const onChange = () => {
+        pending ??= setTimeout(() => { pending = undefined; tick((n: number) => n + 1); }, CHANGE_MS);
+      };
       p.tunnel.on('change', onChange);
-      return () => { clearInterval(t); p.tunnel.off('change', onChange); };
+      return () => { clearInterval(t); if (pending) clearTimeout(pending); p.tunnel.off('change', onChange); };
     }, []);
     const left = Math.max(0, Math.round((expires - Date.now()) / 1000));
     const s = p.tunnel.stats;
