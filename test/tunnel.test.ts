@@ -270,9 +270,14 @@ test('target down: the client is closed, the gateway stays up, the session recor
   assert.equal((await fetch(`${gw.url}/healthz`)).status, 200);
   c.live.kill('SIGINT');
   await c.live.exited;
-  const res = await fetch(`${gw.url}/api/sessions?conn=down`, { headers: { authorization: `Bearer ${await tokenOf('ci')}` } });
-  const [s] = (await res.json() as any).sessions;
-  assert.match(s.closeReason, /cannot reach target 127\.0\.0\.1:\d+ of connection "down": ECONNREFUSED/);
+  // session rows are written in batches within 50 ms
+  let s: { closeReason: string | null } | undefined;
+  for (let i = 0; i < 40 && !s?.closeReason; i++) {
+    if (i) await new Promise((r) => setTimeout(r, 50));
+    const res = await fetch(`${gw.url}/api/sessions?conn=down`, { headers: { authorization: `Bearer ${await tokenOf('ci')}` } });
+    [s] = (await res.json() as any).sessions;
+  }
+  assert.match(s!.closeReason!, /cannot reach target 127\.0\.0\.1:\d+ of connection "down": ECONNREFUSED/);
 });
 
 test('100 MB each way arrives byte-identical (hash compared)', async () => {

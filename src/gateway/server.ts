@@ -16,7 +16,7 @@ import { LeaseService } from './session/leases.ts';
 import { TunnelTokens } from './session/tunnel-token.ts';
 import { createApi, sendJson } from './api.ts';
 import { createTunnelUpgrade } from './transport/tunnel-upgrade.ts';
-import { writePendingSessionRows } from './session/run-session.ts';
+import { sessionRowWriter } from './session/run-session.ts';
 import { createTokenVerifier } from './auth/verify.ts';
 import type { DevIdp } from './idp/dev-idp.ts';
 import { CloseCode } from '../shared/ws-duplex.ts';
@@ -33,6 +33,7 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   const log = opts.log ?? createLogger({ component: 'gateway' });
   const store = await openStore(cfg.store, cfg.baseDir);
   const audit = new Audit(store, log);
+  const sessionRows = sessionRowWriter(store, log);
   const leases = new LeaseService(cfg, store, audit, log);
   await leases.start();
 
@@ -58,7 +59,7 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks });
   const tunnelTokens = await TunnelTokens.open(store, cfg.public_url);
   const api = createApi({ cfg, issuer, store, leases, tunnelTokens, verifier, log });
-  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, log, tunnelTokens });
+  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, log, tunnelTokens, sessionRows });
 
   handler = (req, res) => {
     if (devIdp && (req.url === '/oidc' || req.url?.startsWith('/oidc/') || req.url?.startsWith('/oidc?'))) return devIdp.handle(req, res);
@@ -78,9 +79,10 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
         leases.stop();
         tunnels.closeAll(CloseCode.gatewayShutdown, 'gateway shutting down');
         await new Promise<void>((res) => { server.close(() => res()); server.closeAllConnections(); setTimeout(res, 2000).unref(); });
+        await tunnels.settled(3000);
         tunnels.close();
         await devIdp?.close();
-        writePendingSessionRows();
+        await sessionRows.flush();
         await audit.flush();
         await store.close();
         log.info('gateway stopped');

@@ -3,9 +3,9 @@
  * never fatal to the request that caused it. Recording (per-session data) is kept apart: see
  * src/gateway/recording/.
  *
- * Writes are batched off the request path: events wait in memory for at most FLUSH_MS (or until
- * FLUSH_EVENTS are queued) and are then written in order, so a new tunnelled connection does not
- * wait for SQLite. Crash window: a gateway crash loses at most the last FLUSH_MS of audit events;
+ * Writes are batched off the request path (store/write-batcher.ts): events wait in memory for at
+ * most FLUSH_MS (or until FLUSH_EVENTS are queued) and are then written in order in one
+ * transaction. Crash window: a gateway crash loses at most the last FLUSH_MS of audit events;
  * `flush()` (called on shutdown) writes everything queued.
  *
  * Every event is also a log line; the per-connection ones (session.*) at debug level, since a
@@ -13,6 +13,7 @@
  */
 import type { Logger } from '../log.ts';
 import type { AuditEvent, Store } from '../store/store.ts';
+import { WriteBatcher } from '../store/write-batcher.ts';
 
 export type AuditInput = Partial<Omit<AuditEvent, 'type' | 'at' | 'data'>> & { data?: Record<string, unknown> };
 
@@ -22,16 +23,14 @@ const FLUSH_EVENTS = 100;
 const QUIET = new Set(['session.started', 'session.ended']);
 
 export class Audit {
-  readonly #store: Store;
   readonly #log: Logger;
-  #queue: AuditEvent[] = [];
-  #timer: NodeJS.Timeout | undefined;
-  #writing: Promise<void> = Promise.resolve();
-  readonly #onTimer = () => { this.#timer = undefined; void this.flush(); };
+  readonly #batch: WriteBatcher<AuditEvent>;
 
   constructor(store: Store, log: Logger) {
-    this.#store = store;
     this.#log = log;
+    this.#batch = new WriteBatcher((events) => store.appendAudit(events), (err, events) => {
+      log.error({ err, events: events.length, types: [...new Set(events.map((e) => e.type))] }, 'audit write failed');
+    }, { ms: FLUSH_MS, max: FLUSH_EVENTS });
   }
 
   emit(type: string, e: AuditInput = {}): void {
@@ -42,23 +41,11 @@ export class Audit {
     const level = QUIET.has(type) ? 'debug' : 'info';
     if (this.#log.isLevelEnabled(level))
       this.#log[level]({ audit: type, ...event.data, actor: event.actor, connection: event.connection, lease: event.leaseId, session: event.sessionId }, type);
-    this.#queue.push(event);
-    if (this.#queue.length >= FLUSH_EVENTS) void this.flush();
-    else if (!this.#timer) {
-      this.#timer = setTimeout(this.#onTimer, FLUSH_MS);
-      this.#timer.unref();
-    }
+    this.#batch.add(event);
   }
 
   /** Writes every queued event; resolves when all events emitted so far are stored. */
   flush(): Promise<void> {
-    if (this.#timer) { clearTimeout(this.#timer); this.#timer = undefined; }
-    const batch = this.#queue;
-    if (!batch.length) return this.#writing;
-    this.#queue = [];
-    this.#writing = this.#writing.then(() => this.#store.appendAudit(batch).catch((err) => {
-      this.#log.error({ err, events: batch.length, types: [...new Set(batch.map((e) => e.type))] }, 'audit write failed');
-    }));
-    return this.#writing;
+    return this.#batch.flush();
   }
 }

@@ -4,10 +4,10 @@
  * recorder, register with the lease monitor, create the engine, and from then on any failure goes
  * through the engine's terminate(). Engines never see leases, tokens or the store.
  *
- * The session row is written behind the data path: if the session ends within SESSION_ROW_MS
- * (most tunnelled connections of a connection-per-transaction client do), one INSERT with the final
- * figures; otherwise an INSERT after SESSION_ROW_MS and an UPDATE at the end. A gateway crash can
- * thus lose the row of a session that began less than SESSION_ROW_MS before it (the audit log has
+ * The session row is written behind the data path, batched with other sessions' rows
+ * (`sessionRows`, store/write-batcher.ts): once when the session starts and once when it ends;
+ * a session that ends within the batch window is written once, with its final figures. A gateway
+ * crash can lose the rows of sessions that began less than ROWS_MS before it (the audit log has
  * the same window, see src/gateway/audit/audit.ts). The per-session logger and recorder are only
  * built when something uses them (a `tcp` session records nothing).
  */
@@ -17,27 +17,30 @@ import type { GatewayConfig } from '../config/load.ts';
 import type { ConnectionConfig } from '../config/schema.ts';
 import { getEngine, type EngineContext, type SessionStats } from '../engines/engine.ts';
 import type { Store, Lease, SessionRow } from '../store/store.ts';
+import { WriteBatcher } from '../store/write-batcher.ts';
 import type { Audit } from '../audit/audit.ts';
 import type { Logger } from '../log.ts';
 import { Recorder } from '../recording/recorder.ts';
 import type { LeaseService } from './leases.ts';
 import { CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
 
-export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; log: Logger }
+export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; log: Logger; sessionRows: SessionRows }
+
+/** how long a session row may wait in memory before it is written (see the header) */
+export const ROWS_MS = 50;
+export type SessionRows = WriteBatcher<SessionRow>;
+
+/** The batched writer of session rows (one per gateway; flushed at shutdown). */
+export function sessionRowWriter(store: Store, log: Logger): SessionRows {
+  return new WriteBatcher((rows) => store.saveSessions(rows), (err, rows) => log.error({ err, sessions: rows.map((r) => r.id) }, 'session rows write failed'), {
+    ms: ROWS_MS, max: 200, key: (r) => r.id,
+  });
+}
 
 /** closes the streams this long after asking the engine to say goodbye */
 const GOODBYE_MS = 250;
 /** how long an engine may run on after its client stream closed */
 const ENGINE_GRACE_MS = 5000;
-/** how long a new session's row may wait in memory (see the header) */
-export const SESSION_ROW_MS = 100;
-/** rows of running sessions not written yet: the gateway writes them before it closes the store */
-const unwrittenRows = new Set<() => void>();
-
-/** Writes the rows of running sessions that are still waiting for SESSION_ROW_MS (shutdown). */
-export function writePendingSessionRows(): void {
-  for (const write of unwrittenRows) write();
-}
 
 export function dialTarget(conn: ConnectionConfig, timeoutMs = 10_000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -49,21 +52,14 @@ export function dialTarget(conn: ConnectionConfig, timeoutMs = 10_000): Promise<
 }
 
 export async function runSession(deps: SessionDeps, lease: Lease, conn: ConnectionConfig, groups: string[], stream: WsDuplex): Promise<void> {
-  const { store, audit, leases } = deps;
+  const { store, audit, leases, sessionRows } = deps;
   const id = `se_${randomUUID().replaceAll('-', '').slice(0, 20)}`;
   let logger: Logger | undefined;
   const getLog = () => (logger ??= deps.log.child({ session: id, lease: lease.id, connection: conn.name }));
   const stats: SessionStats = { bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0 };
   const startedAt = Date.now();
   const row: SessionRow = { id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null };
-  let rowWritten: Promise<void> | undefined;
-  const writeRow = () => {
-    unwrittenRows.delete(writeRow);
-    rowWritten ??= store.createSession(row).catch((err) => getLog().error({ err }, 'session insert failed'));
-  };
-  unwrittenRows.add(writeRow);
-  const rowTimer = setTimeout(writeRow, SESSION_ROW_MS);
-  rowTimer.unref();
+  sessionRows.add(row);
   const audited = { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id };
   audit.emit('session.started', audited);
   let recorder: Recorder | undefined;
@@ -116,11 +112,7 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     if (leaseEnd) stream.closeWith(leaseEnd.code, leaseEnd.reason);
     else if (!stream.destroyed) stream.destroy();
     await recorder?.close(closeReason);
-    clearTimeout(rowTimer);
-    unwrittenRows.delete(writeRow);
-    const end = { endedAt: Date.now(), closeReason, ...stats };
-    if (rowWritten) await rowWritten.then(() => store.updateSession(id, end)).catch((err) => getLog().error({ err }, 'session update failed'));
-    else await store.createSession({ ...row, ...end }).catch((err) => getLog().error({ err }, 'session insert failed'));
+    sessionRows.add({ ...row, endedAt: Date.now(), closeReason, ...stats });
     audit.emit('session.ended', { ...audited, data: { reason: closeReason, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, durationMs: Date.now() - startedAt } });
   }
 }

@@ -56,10 +56,6 @@ const sessionFromRow = (r: Row): SessionRow => ({
 });
 
 const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at' };
-const SESSION_COLS: Record<string, string> = {
-  leaseId: 'lease_id', user: 'user', connection: 'connection', type: 'type', startedAt: 'started_at', endedAt: 'ended_at',
-  bytesIn: 'bytes_in', bytesOut: 'bytes_out', statements: 'statements', blocked: 'blocked', masked: 'masked', closeReason: 'close_reason',
-};
 
 export class SqliteStore implements Store {
   readonly kind = 'sqlite';
@@ -126,13 +122,15 @@ export class SqliteStore implements Store {
     this.#patch('leases', LEASE_COLS, id, patch);
   }
 
-  async createSession(s: SessionRow): Promise<void> {
-    this.#q(`INSERT INTO sessions (id, lease_id, user, connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(s.id, s.leaseId, s.user, s.connection, s.type, s.startedAt, s.endedAt, s.bytesIn, s.bytesOut, s.statements, s.blocked, s.masked, s.closeReason);
-  }
-  async updateSession(id: string, patch: Partial<Omit<SessionRow, 'id'>>): Promise<void> {
-    this.#patch('sessions', SESSION_COLS, id, patch);
+  async saveSessions(rows: SessionRow[]): Promise<void> {
+    if (!rows.length) return;
+    const upsert = this.#q(`INSERT INTO sessions (id, lease_id, user, connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out,
+               statements = excluded.statements, blocked = excluded.blocked, masked = excluded.masked, close_reason = excluded.close_reason`);
+    this.#tx(() => {
+      for (const s of rows) upsert.run(s.id, s.leaseId, s.user, s.connection, s.type, s.startedAt, s.endedAt, s.bytesIn, s.bytesOut, s.statements, s.blocked, s.masked, s.closeReason);
+    });
   }
   async getSession(id: string): Promise<SessionRow | undefined> {
     const r = this.#q('SELECT * FROM sessions WHERE id = ?').get(id) as Row | undefined;

@@ -73,8 +73,8 @@ export interface Store {
   findActiveLease(user: string, connection: string, now: number): Promise<Lease | undefined>;
   updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt'>>): Promise<void>;
 
-  createSession(s: SessionRow): Promise<void>;
-  updateSession(id: string, patch: Partial<Omit<SessionRow, 'id'>>): Promise<void>;
+  /** inserts or replaces each row (its newest state), all in one transaction */
+  saveSessions(rows: SessionRow[]): Promise<void>;
   getSession(id: string): Promise<SessionRow | undefined>;
   listSessions(filter?: SessionFilter): Promise<SessionRow[]>;
 

@@ -16,6 +16,8 @@ import { runSession, type SessionDeps } from '../session/run-session.ts';
 export const MAX_FRAME = 4 * 1024 * 1024;
 
 export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTokens }) {
+  /** sessions still running: shutdown waits for them to write their last rows */
+  const sessions = new Set<Promise<void>>();
   // only "eof" travels as text, and it is compared byte for byte: no UTF-8 validation needed
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, skipUTF8Validation: true, clientTracking: true });
 
@@ -57,10 +59,12 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
         ws.on('pong', () => alive.set(ws, true));
         (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
         const stream = wsDuplex(ws);
-        runSession(deps, lease, conn, lease.groups, stream).catch((err) => {
+        const running = runSession(deps, lease, conn, lease.groups, stream).catch((err) => {
           deps.log.error({ err }, 'session failed');
           stream.closeWith(CloseCode.engineError, 'gateway error');
         });
+        sessions.add(running);
+        void running.finally(() => sessions.delete(running));
       });
     } catch (err) {
       refuse(socket, err);
@@ -71,6 +75,13 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
     upgrade,
     closeAll(code: number, reason: string) {
       for (const ws of wss.clients) ws.close(code, reason);
+    },
+    /** Resolves when every running session has finished (its recording closed, its row queued), or after `ms`. */
+    settled(ms: number): Promise<void> {
+      return new Promise((resolve) => {
+        setTimeout(resolve, ms).unref();
+        void Promise.all(sessions).then(() => resolve());
+      });
     },
     close() {
       clearInterval(pinger);
