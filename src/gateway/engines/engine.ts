@@ -105,16 +105,23 @@ export function clientLink(client: Duplex, h: LinkHandlers): TunnelLink {
 }
 
 const registry = new Map<string, () => Promise<EngineFactory>>();
+/** loaded factories: a dynamic import() of a loaded module still costs a trip through the ESM loader (~70 µs per session) */
+const loaded = new Map<string, EngineFactory>();
 
 /** Engines register lazily by type name (Teleport common/engines.go); loading happens on first use. */
 export function registerEngine(type: string, load: () => Promise<EngineFactory>): void {
   registry.set(type, load);
+  loaded.delete(type);
 }
 
 export async function getEngine(type: string): Promise<EngineFactory> {
+  const known = loaded.get(type);
+  if (known) return known;
   const load = registry.get(type);
   if (!load) throw new Error(`no engine for connection type "${type}"`);
-  return load();
+  const f = await load();
+  loaded.set(type, f);
+  return f;
 }
 
 registerEngine('tcp', async () => (await import('./tcp/tcp-engine.ts')).tcpEngine);
