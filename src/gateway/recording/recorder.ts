@@ -58,21 +58,40 @@ export class Recorder {
     this.#log = log;
   }
 
+  /**
+   * Queues an event. It is serialized a moment later (setImmediate), after the engine has written
+   * what it was doing to the sockets: JSON.stringify is off the statement's round trip. Engines
+   * hand over events they no longer change.
+   */
   record(event: RecordEvent): void {
-    let json: string;
-    try {
-      json = JSON.stringify(event);
-    } catch (err) {
-      this.#log.error({ err, type: event.type }, 'recording event not serializable');
-      return;
+    this.#raw.push({ sessionId: this.#sessionId, seq: ++this.#seq, at: Date.now(), event: '', hash: '' }, event);
+    if (this.#raw.length === 2) setImmediate(this.#serialize);
+  }
+
+  /** events queued by record(), as pairs (entry without its JSON, the event) */
+  #raw: Array<RecordingEntry | RecordEvent> = [];
+  readonly #serialize = (): void => {
+    const raw = this.#raw;
+    if (!raw.length) return;
+    this.#raw = [];
+    for (let i = 0; i < raw.length; i += 2) {
+      const entry = raw[i] as RecordingEntry;
+      const event = raw[i + 1] as RecordEvent;
+      try {
+        entry.event = JSON.stringify(event);
+      } catch (err) {
+        // keep the seq (a gap would read as a removed entry): record that the event was lost
+        this.#log.error({ err, type: event.type }, 'recording event not serializable');
+        entry.event = JSON.stringify({ type: 'recording.error', lost: String(event.type), error: (err as Error).message });
+      }
+      this.#pending.push(entry);
     }
-    this.#pending.push({ sessionId: this.#sessionId, seq: ++this.#seq, at: Date.now(), event: json, hash: '' });
     if (this.#pending.length >= FLUSH_ENTRIES) void this.flush();
     else if (!this.#timer) {
       this.#timer = setTimeout(this.#onTimer, FLUSH_MS);
       this.#timer.unref();
     }
-  }
+  };
 
   /** Ends the recording: a last entry that counts them all, sealed and written with the rest. */
   close(reason: string | null): Promise<void> {
@@ -82,6 +101,7 @@ export class Recorder {
 
   /** Seals what is pending and writes it; resolves when everything recorded so far is stored. */
   flush(): Promise<void> {
+    this.#serialize();
     if (this.#timer) { clearTimeout(this.#timer); this.#timer = undefined; }
     const batch = this.#pending;
     if (!batch.length) return this.#flushing;
