@@ -6,8 +6,12 @@
  *
  * Rules enforced:
  * - a column is masked when its output name matches a column rule, when it is a plain reference
- *   to a table column whose real name matches (table OID + attnum from RowDescription), or when
- *   the statement's output derivation says it comes from a masked column;
+ *   to a table column whose real name matches (table OID + attnum from RowDescription), when it
+ *   is a column of a view (or materialized view) whose definition derives it from a masked
+ *   column, or when the statement's output derivation says it comes from a masked column
+ *   (views named in the statement expanded the same way);
+ * - COPY TO STDOUT: the COPY's query is described on the catalog's side connection and its
+ *   columns judged like a result's; when that cannot be done, every field gets the column rules;
  * - masked values of non-text types become NULL, never a string of the wrong type;
  * - binary-format values of a masked column become NULL; binary text values get the detectors
  *   (their bytes are the UTF-8 text);
@@ -68,9 +72,16 @@ export function buildShape(fields: readonly Field[], mask: MaskFns, catalog: Cat
     if (mask.columnRules) {
       masked = mask.columnMatches(f.name);
       if (!masked && f.tableID !== 0 && f.columnID > 0) {
-        // a table we could not resolve is masked: fail closed
-        if (!catalog?.has(f.tableID)) { masked = true; shape.unresolved = true; }
-        else {
+        const view = catalog?.view(f.tableID);
+        // a table we could not resolve is masked: fail closed (also when the views are not
+        // known yet: it may be one)
+        if (!catalog?.has(f.tableID) || catalog.relations.unknown) { masked = true; shape.unresolved = true; }
+        else if (view) {
+          // the view's own column: masked when its definition derives it from a masked column
+          const cols = mask.viewColumns(view, catalog.relations);
+          if (!cols) shape.unresolved = true;
+          masked = cols?.[f.columnID - 1] !== false || (catalog.columnName(f.tableID, f.columnID) !== f.name && derived(i));
+        } else {
           const real = catalog.columnName(f.tableID, f.columnID);
           masked = (real !== undefined && mask.columnMatches(real)) || (real !== f.name && derived(i));
         }
@@ -100,6 +111,43 @@ export function mapDerivation(d: Derivation | null, n: number): Derivation | nul
   for (let i = 0; i < first; i++) out[i] = d[i];
   for (let i = 0; i < tail; i++) out[n - tail + i] = d[last + 1 + i];
   return out;
+}
+
+const COPY_QUERY = /^\s*copy\s*\(([\s\S]*)\)\s*to\s+stdout\b/i;
+const COPY_RELATION = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout\b/i;
+
+/**
+ * Per field of the rows of a text/csv `COPY ... TO STDOUT`: whether the column rules apply.
+ * CopyOutResponse gives only a column count, so the COPY's query is described on the side
+ * connection (`Catalog.describe`: Parse + Describe, nothing runs) and its RowDescription
+ * judged exactly like a SELECT's: table OID + attnum, views, derivation. Describing is
+ * preferred to expanding `*` in the derivation because it also resolves the columns of
+ * views, functions and `t.*` the way the server does. `COPY table [(cols)]` is described as
+ * `SELECT cols FROM table` (without a list: the columns COPY writes, generated ones excluded).
+ * When the query cannot be described there (a temporary table, a namesake in another schema),
+ * the statement's derivation is used if it has no star; otherwise, and for a COPY text this
+ * cannot read (several statements, unusual syntax), every field is masked.
+ */
+export async function copyColumnsMasked(text: string, ncols: number, mask: MaskFns, catalog: Catalog, derivation: (sql: string) => Derivation | null): Promise<boolean[]> {
+  const all = new Array<boolean>(ncols).fill(true);
+  let sql: string | null = null;
+  const q = COPY_QUERY.exec(text);
+  if (q) sql = q[1];
+  else {
+    const r = COPY_RELATION.exec(text);
+    const cols = r?.[2]?.trim() ? r[2] : r ? await catalog.copyColumns(r[1]) : null;
+    if (r && cols) sql = `select ${cols} from ${r[1]}`;
+  }
+  if (sql === null) return all;
+  const fields = await catalog.describe(sql);
+  if (fields && fields.length === ncols) {
+    await catalog.prepare(fields, sql);
+    return buildShape(fields, mask, catalog, () => derivation(sql)).masked;
+  }
+  await catalog.prepare([], sql, true);
+  const d = derivation(sql);
+  if (d && d.length === ncols && !d.includes('unknown')) return d.map((x) => x !== 'plain');
+  return all;
 }
 
 /** Format of result column i given Bind's result-format codes. */

@@ -4,6 +4,9 @@
  * when a connection uses them, so a plain relay never loads the SQL parser.
  */
 import type { ConnectionConfig } from '../../config/schema.ts';
+import type { Relations, ViewDef } from '../../policy/guardrails/index.ts';
+
+export type { Relations, ViewDef };
 
 export type Verdict = { action: 'allow' } | { action: 'deny' | 'review'; rule: string; message: string };
 export type Derivation = Array<'masked' | 'plain' | 'unknown'>;
@@ -30,6 +33,8 @@ export interface MaskFns {
   text(text: string, counter?: MaskCounter): string;
   /** one COPY TO STDOUT row */
   copyLine(line: string, columnsMasked: boolean[] | null, format: CopyFormat, counter: MaskCounter): string;
+  /** per column of a view: derived from a column-rule column; null = mask them all (see derivation.ts) */
+  viewColumns(view: ViewDef, relations: Relations): readonly boolean[] | null;
 }
 
 /** false when no detector can match the UTF-8 text buf[start, end) (escapes answer true) */
@@ -41,8 +46,8 @@ export interface Policy {
   /** one judge per client connection (the guardrail session keeps its own cache) */
   newJudge(): Judge | null;
   mask: MaskFns | null;
-  /** per output column of the statement's last result: derived from a masked column or not */
-  derive(sql: string): Derivation | null;
+  /** per output column of the statement's last result: derived from a masked column or not (views expanded with `relations`) */
+  derive(sql: string, relations?: Relations | null): Derivation | null;
 }
 
 const compiled = new WeakMap<ConnectionConfig, Promise<Policy>>();
@@ -61,41 +66,38 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
   const g = conn.guardrails;
   const hasGuardrails = !!g && (g.deny.length > 0 || g.review.length > 0 || g.deny_patterns.length > 0);
   const mcfg = conn.masking;
+  const masking = mcfg && (mcfg.columns.length > 0 || mcfg.detectors.length > 0) ? await import('../../policy/masking/index.ts') : null;
+  const m = masking && mcfg ? masking.compileMasking(mcfg) : null;
+  const columnRules = !!m?.active && m.hasColumnRules;
+  // column rules follow values through expressions and views: that needs the SQL parser
+  const guardrails = hasGuardrails || columnRules ? await import('../../policy/guardrails/index.ts') : null;
+  if (guardrails) await guardrails.initGuardrails();
   let mask: MaskFns | null = null;
-  if (mcfg && (mcfg.columns.length > 0 || mcfg.detectors.length > 0)) {
-    const masking = await import('../../policy/masking/index.ts');
-    const m = masking.compileMasking(mcfg);
-    if (m.active) {
-      mask = {
-        columnRules: m.hasColumnRules,
-        detectors: m.hasDetectors,
-        columnMatches: (name) => masking.columnMatches(m, name),
-        wholeValue: (value, typeOid) => masking.maskWholeValue(value, typeOid),
-        value: (value, typeOid, counter) => masking.maskValue(m, value, typeOid, counter),
-        newScreen: () => new masking.ByteScreen(m),
-        text: (text, counter) => masking.maskText(m, text, counter),
-        copyLine: (line, cols, f, counter) => f.csv
-          ? masking.maskCsvLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter)
-          : masking.maskCopyLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter),
-      };
-    }
+  let derive: Policy['derive'] = () => null;
+  if (masking && m?.active) {
+    const columnMatches = (name: string) => masking.columnMatches(m, name);
+    mask = {
+      columnRules,
+      detectors: m.hasDetectors,
+      columnMatches,
+      wholeValue: (value, typeOid) => masking.maskWholeValue(value, typeOid),
+      value: (value, typeOid, counter) => masking.maskValue(m, value, typeOid, counter),
+      newScreen: () => new masking.ByteScreen(m),
+      text: (text, counter) => masking.maskText(m, text, counter),
+      copyLine: (line, cols, f, counter) => f.csv
+        ? masking.maskCsvLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter)
+        : masking.maskCopyLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter),
+      viewColumns: (view, relations) => (guardrails ? guardrails.viewColumnsMasked(view, columnMatches, relations) : null),
+    };
+    if (guardrails && columnRules) derive = (sql, relations) => guardrails.outputDerivation(sql, columnMatches, relations);
   }
   let newJudge: Policy['newJudge'] = () => null;
-  let derive: Policy['derive'] = () => null;
-  if (hasGuardrails || mask?.columnRules) {
-    const guardrails = await import('../../policy/guardrails/index.ts');
-    await guardrails.initGuardrails();
-    if (hasGuardrails) {
-      const rules = guardrails.compileGuardrails(g);
-      newJudge = () => {
-        const session = new guardrails.GuardrailSession(rules);
-        return (sql, statementName) => session.judge(sql, statementName);
-      };
-    }
-    if (mask?.columnRules) {
-      const isMasked = mask.columnMatches;
-      derive = (sql) => guardrails.outputDerivation(sql, isMasked);
-    }
+  if (guardrails && hasGuardrails) {
+    const rules = guardrails.compileGuardrails(g);
+    newJudge = () => {
+      const session = new guardrails.GuardrailSession(rules);
+      return (sql, statementName) => session.judge(sql, statementName);
+    };
   }
   return { newJudge, mask, derive };
 }

@@ -34,7 +34,7 @@ import { loginToTarget, TargetLoginError, type TargetSession } from './target-lo
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
 import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Screen, type Verdict } from './policy.ts';
 import { Catalog, mayChangeCatalog } from './catalog.ts';
-import { buildShape, mapDerivation, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
+import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
 
 /** largest message accepted from a client (CopyData chunks, Bind with big parameters) */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -125,9 +125,6 @@ function newResult(): Result {
   return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyFormat: TEXT_COPY, copyRefused: false };
 }
 
-const COPY_QUERY = /^\s*copy\s*\(([\s\S]*)\)\s*to\s+stdout\b/i;
-const COPY_RELATION = /^\s*copy\s+((?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?)\s*(?:\(([^)]*)\))?\s+to\s+stdout\b/i;
-
 /** COPY's output options from the statement text (FORMAT csv / CSV, DELIMITER, NULL). */
 function copyFormat(text: string): CopyFormat {
   const tail = text.replace(/^[\s\S]*\bto\s+stdout\b/i, '');
@@ -158,6 +155,7 @@ class PostgresEngine implements Engine {
   /** detectors' pre-check over the bytes of result values and COPY rows */
   private screen: Screen | null = null;
   private readonly derivations = new Map<string, Derivation | null>();
+  private derivationsGen = 0;
   /** simple-query text → its last RowDescription and mask plan */
   private readonly shapeCache = new Map<string, { t: Buffer; fields: Field[]; shape: ResultShape }>();
   /** see sameColumns() */
@@ -655,7 +653,7 @@ class PostgresEngine implements Engine {
           if (target) { target.fields = fields; target.shape = shape; target.tBytes = same ? null : buf.subarray(start, end); }
           if (!op.injected) out.range(buf, start, end);
           this.complete();
-          if (!same) this.ensureCatalog(fields);
+          if (!same) this.ensureCatalog(fields, (op.describe === 'S' ? op.stmt?.text : op.portal?.stmt.text) ?? null);
           return;
         }
         if (op && (op.kind === 'simple' || op.kind === 'execute')) {
@@ -673,7 +671,7 @@ class PostgresEngine implements Engine {
             }
             res.fields = (this.parseBackend(buf, start, end) as RowDescriptionMessage).fields;
             out.range(buf, start, end);
-            this.ensureCatalog(res.fields);
+            this.ensureCatalog(res.fields, op.text);
             return;
           }
         }
@@ -879,9 +877,12 @@ class PostgresEngine implements Engine {
 
   private derivation(text: string): Derivation | null {
     if (!this.policy?.mask?.columnRules) return null;
+    // views are expanded with the catalog's snapshot: a new one invalidates the cached answers
+    const gen = this.catalog?.generation ?? 0;
+    if (gen !== this.derivationsGen) { this.derivations.clear(); this.derivationsGen = gen; }
     if (this.derivations.has(text)) return this.derivations.get(text)!;
     let d: Derivation | null = null;
-    try { d = this.policy.derive(text); } catch (err) { this.ctx.log.debug({ err }, 'output derivation failed'); }
+    try { d = this.policy.derive(text, this.catalog?.relations); } catch (err) { this.ctx.log.debug({ err }, 'output derivation failed'); }
     if (this.derivations.size >= 1000) this.derivations.clear();
     this.derivations.set(text, d);
     return d;
@@ -893,13 +894,14 @@ class PostgresEngine implements Engine {
     this.catalog!.refreshIfOld(now);
   }
 
-  /** Holds the target's messages until the columns of the tables in `fields` are known. */
-  private ensureCatalog(fields: readonly Field[]): void {
-    const cat = this.catalog;
-    if (!cat) return;
-    const missing = fields.filter((f) => f.tableID !== 0 && !cat.has(f.tableID)).map((f) => f.tableID);
-    if (missing.length === 0) return;
-    this.holdTargetFor(cat.load(missing).catch((err) => {
+  /**
+   * Holds the target's messages until what masking `fields` needs is known: the columns of
+   * their tables, the views (definitions of those used, or named in `text`).
+   */
+  private ensureCatalog(fields: readonly Field[], text: string | null): void {
+    const p = this.catalog?.prepare(fields, text);
+    if (!p) return;
+    this.holdTargetFor(p.catch((err) => {
       // fail closed: columns of tables we cannot resolve are masked (buildShape)
       this.ctx.log.warn({ err: (err as Error).message }, 'catalog lookup failed; masking unresolved columns');
     }));
@@ -909,15 +911,12 @@ class PostgresEngine implements Engine {
     const mask = this.policy!.mask!;
     res.copyFormat = copyFormat(op.text);
     if (!mask.columnRules) return;
-    const inner = COPY_QUERY.exec(op.text);
-    const d = mapDerivation(this.derivation(inner ? inner[1] : op.text), ncols);
-    if (d) { res.copyMasked = d.map((x) => x !== 'plain'); return; }
-    const m = COPY_RELATION.exec(op.text);
-    if (!m || !this.catalog) { res.copyMasked = null; return; }
-    const cols = m[2] ? m[2].split(',').map((c) => c.trim().replace(/^"|"$/g, '')) : null;
-    this.holdTargetFor(this.catalog.relationColumns(m[1], cols).then(
-      (names) => { res.copyMasked = names && names.length === ncols ? names.map((n) => mask.columnMatches(n)) : new Array(ncols).fill(true); },
-      () => { res.copyMasked = new Array(ncols).fill(true); },
+    // every field gets the column rules until (unless) the columns are known
+    res.copyMasked = new Array(ncols).fill(true);
+    if (!this.catalog) return;
+    this.holdTargetFor(copyColumnsMasked(op.text, ncols, mask, this.catalog, (sql) => this.derivation(sql)).then(
+      (m) => { res.copyMasked = m; },
+      (err) => { this.ctx.log.warn({ err: (err as Error).message }, 'COPY columns could not be described; masking every column'); },
     ));
   }
 

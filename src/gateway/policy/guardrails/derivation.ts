@@ -9,6 +9,12 @@
  * when anything inside the subquery (any clause) refers to a masked column. Whole-row
  * references to a base table (`row_to_json(c)`, `c.*` inside an expression) are masked,
  * because the table's columns are not known here.
+ *
+ * Views. Given the database's views (`Relations`, from the engine's catalog), a view named in
+ * FROM is a source with known columns, like a CTE: each column is masked when the view's own
+ * definition (`pg_get_viewdef`) derives it from a masked column, analysed the same way and
+ * recursively for views on views (`viewColumnsMasked`). A view that cannot be analysed masks
+ * every reference to it (fail closed).
  */
 import { sqlShape } from './lexer.ts';
 import { parseSql, type PgNode } from './parser.ts';
@@ -43,6 +49,37 @@ interface Scope {
 
 type IsMasked = (column: string) => boolean;
 
+/** A view or materialized view of the database, as the engine's catalog read it. */
+export interface ViewDef {
+  readonly oid: number;
+  readonly schema: string;
+  readonly name: string;
+  /** its SELECT (`pg_get_viewdef`); null when not read (yet) or unreadable: its columns are masked */
+  readonly sql: string | null;
+  /** column names in attnum order */
+  readonly columns: readonly string[];
+  /** the relations its definition depends on (pg_depend of its rewrite rule) */
+  readonly deps: readonly number[];
+  /** a table, partitioned or foreign table has the same name in another schema */
+  readonly shadowed: boolean;
+}
+
+/** The views of one database: an immutable snapshot (a new object whenever anything changes). */
+export interface Relations {
+  readonly byOid: ReadonlyMap<number, ViewDef>;
+  /** by relname, lower-cased */
+  readonly byName: ReadonlyMap<string, readonly ViewDef[]>;
+  /** the views could not be listed: any relation may be one (every reference is masked) */
+  readonly unknown: boolean;
+}
+
+/** views nest at most this deep; deeper ones are not analysed (masked) */
+const MAX_VIEW_DEPTH = 16;
+
+/** what a view contributes to a query's FROM */
+interface ViewSource { cols?: Col[]; anyMasked: boolean }
+type ViewLookup = (schema: string | undefined, name: string) => ViewSource | undefined;
+
 interface Caches {
   /** by text */
   texts: Lru<string, Derivation[] | null>;
@@ -50,7 +87,10 @@ interface Caches {
   shapes: Lru<string, Derivation[] | null>;
 }
 
-const caches = new WeakMap<IsMasked, Caches>();
+const caches = new WeakMap<IsMasked, WeakMap<Relations | typeof NO_VIEWS, Caches>>();
+const NO_VIEWS = {};
+/** per rules and view snapshot: each view's columns, masked or not (null: masked, not analysable) */
+const viewCaches = new WeakMap<IsMasked, WeakMap<ViewDef, readonly boolean[] | null>>();
 
 /**
  * Derivation of the output columns of the last statement in `sql` (see README.md):
@@ -62,15 +102,20 @@ const caches = new WeakMap<IsMasked, Caches>();
  *   those by their RowDescription names; columns before the first 'unknown' map from the
  *   start, columns after the last from the end). Stars over subqueries and CTEs whose
  *   columns are known are expanded in place, so their derived columns are exact.
- * Cached per `isMaskedName` function and text: pass the same function each time. Texts that
- * differ only in literal values share one entry: the derivation never reads a literal's value,
- * and shape.ts checks that such texts parse to the same tree but for those values.
+ * With `relations`, views named in the statement are expanded (see the file comment); an
+ * unqualified name matching views in several schemas is masked where any of them is.
+ * Cached per `isMaskedName` function, `relations` snapshot and text: pass the same function
+ * each time. Texts that differ only in literal values share one entry: the derivation never
+ * reads a literal's value, and shape.ts checks that such texts parse to the same tree but for
+ * those values.
  */
-export function outputDerivation(sql: string, isMaskedName: IsMasked): Derivation[] | null {
-  let cache = caches.get(isMaskedName);
+export function outputDerivation(sql: string, isMaskedName: IsMasked, relations?: Relations | null): Derivation[] | null {
+  let perRel = caches.get(isMaskedName);
+  if (!perRel) { perRel = new WeakMap(); caches.set(isMaskedName, perRel); }
+  let cache = perRel.get(relations ?? NO_VIEWS);
   if (!cache) {
     cache = { texts: new Lru(2000), shapes: new Lru(2000) };
-    caches.set(isMaskedName, cache);
+    perRel.set(relations ?? NO_VIEWS, cache);
   }
   let hit = cache.texts.get(sql);
   if (hit !== undefined) return hit === null ? null : [...hit];
@@ -79,33 +124,102 @@ export function outputDerivation(sql: string, isMaskedName: IsMasked): Derivatio
     hit = cache.shapes.get(shape.key);
     if (hit !== undefined) return hit === null ? null : [...hit];
   }
-  const out = computeDerivation(sql, isMaskedName);
+  const out = computeDerivation(sql, isMaskedName, relations);
   cache.texts.set(sql, out);
   if (shape && shapeEntry(sql, shape).sameTree) cache.shapes.set(shape.key, out);
   return out === null ? null : [...out];
 }
 
 /** outputDerivation without any cache (exported for the tests' reference). */
-export function computeDerivation(sql: string, isMasked: IsMasked): Derivation[] | null {
+export function computeDerivation(sql: string, isMasked: IsMasked, relations?: Relations | null): Derivation[] | null {
   const parsed = parseSql(sql);
   if (!parsed.ok || parsed.stmts.length === 0) return null;
   const stmt = parsed.stmts[parsed.stmts.length - 1].stmt;
   if (stmt.SelectStmt?.intoClause) return null;
   const isDml = stmt.InsertStmt ?? stmt.UpdateStmt ?? stmt.DeleteStmt ?? stmt.MergeStmt;
   if (isDml && !isDml.returningClause) return null;
-  const d = new Deriver(isMasked).stmt(stmt, undefined, new Map());
+  const views: ViewLookup | undefined = relations
+    ? (schema, name) => viewSource(relations, byName(relations, schema, name), isMasked, 0)
+    : undefined;
+  const d = new Deriver(isMasked, views).stmt(stmt, undefined, new Map());
   if (!d) return null;
   const out: Derivation[] = [];
   for (const c of d.cols) if (!(c.m === 'unknown' && out[out.length - 1] === 'unknown')) out.push(c.m);
   return out;
 }
 
+/**
+ * Per column of `view`: true when it derives from a masked column (its definition analysed
+ * against the base tables, views inside it expanded in turn). Null when the definition is
+ * missing, does not parse, does not line up with the view's columns, or nests deeper than
+ * MAX_VIEW_DEPTH: mask all its columns. Cached per rules function and ViewDef object.
+ */
+export function viewColumnsMasked(view: ViewDef, isMasked: IsMasked, relations: Relations): readonly boolean[] | null {
+  return analyseView(view, isMasked, relations, 0);
+}
+
+function analyseView(view: ViewDef, isMasked: IsMasked, relations: Relations, depth: number): readonly boolean[] | null {
+  let cache = viewCaches.get(isMasked);
+  if (!cache) { cache = new WeakMap(); viewCaches.set(isMasked, cache); }
+  const hit = cache.get(view);
+  if (hit !== undefined) return hit;
+  if (depth > MAX_VIEW_DEPTH) return null; // not cached: a shallower path may succeed
+  // null while in progress: a cycle of views (CREATE OR REPLACE can make one) is masked
+  cache.set(view, null);
+  if (view.sql === null) return null;
+  const parsed = parseSql(view.sql);
+  let out: boolean[] | null = null;
+  if (parsed.ok && parsed.stmts.length === 1) {
+    // names inside the definition are resolved among the relations PostgreSQL recorded it
+    // depends on, so another schema's view of the same name is not confused with them
+    const deps = view.deps.map((o) => relations.byOid.get(o)).filter((v): v is ViewDef => v !== undefined);
+    const lookup: ViewLookup = (schema, name) => viewSource(relations, deps.filter((v) => matches(v, schema, name)), isMasked, depth + 1);
+    const d = new Deriver(isMasked, lookup).stmt(parsed.stmts[0].stmt, undefined, new Map());
+    if (d && d.cols.length === view.columns.length && d.cols.every((c) => c.m !== 'unknown')) {
+      out = d.cols.map((c, i) => c.m === 'masked' || isMasked(view.columns[i]));
+    }
+  }
+  cache.set(view, out);
+  return out;
+}
+
+function matches(v: ViewDef, schema: string | undefined, name: string): boolean {
+  return v.name === name && (schema === undefined || v.schema === schema);
+}
+
+/** Views a name in a user's statement may mean: unqualified, any schema's (the session's search_path is not known here). */
+function byName(relations: Relations, schema: string | undefined, name: string): readonly ViewDef[] | 'unknown' {
+  if (relations.unknown) return 'unknown';
+  return (relations.byName.get(name.toLowerCase()) ?? []).filter((v) => matches(v, schema, name));
+}
+
+/**
+ * The source a relation name stands for: undefined for a base table; columns known when every
+ * candidate view has the same column names (masked where any candidate masks); otherwise only
+ * whether anything is masked (every reference to it is then masked when anything is).
+ */
+function viewSource(relations: Relations, cands: readonly ViewDef[] | 'unknown', isMasked: IsMasked, depth: number): ViewSource | undefined {
+  if (cands === 'unknown') return { anyMasked: true };
+  if (cands.length === 0) return undefined;
+  const masks = cands.map((v) => analyseView(v, isMasked, relations, depth));
+  if (masks.some((m) => m === null)) return { anyMasked: true };
+  const ms = masks as Array<readonly boolean[]>;
+  const anyMasked = ms.some((m) => m.includes(true));
+  const first = cands[0].columns;
+  const sameColumns = cands.every((v) => v.columns.length === first.length && v.columns.every((c, i) => c === first[i]));
+  // a table of the same name elsewhere may be what the statement means: its columns are not the view's
+  if (!sameColumns || cands.some((v) => v.shadowed)) return { anyMasked };
+  return { cols: first.map((name, i) => ({ name, m: ms.some((m) => m[i]) ? 'masked' : 'plain' })), anyMasked };
+}
+
 class Deriver {
   readonly #isMasked: IsMasked;
+  readonly #views: ViewLookup | undefined;
   #budget = 10_000; // bounds work on pathological nesting
 
-  constructor(isMasked: IsMasked) {
+  constructor(isMasked: IsMasked, views?: ViewLookup) {
     this.#isMasked = isMasked;
+    this.#views = views;
   }
 
   /** A wrapped statement node ({ SelectStmt: ... }). */
@@ -178,7 +292,10 @@ class Deriver {
       const d = rename(cte, rv.alias?.colnames);
       scope.sources.push({ alias, base: false, cols: d.cols.some((c) => c.m === 'unknown') && rv.alias?.colnames ? undefined : d.cols, anyMasked: d.anyMasked });
     } else {
-      scope.sources.push({ alias, base: true, anyMasked: false });
+      const view = this.#views?.(rv.schemaname, rv.relname);
+      if (!view) return void scope.sources.push({ alias, base: true, anyMasked: false });
+      const cols = view.cols ? rename({ cols: view.cols, anyMasked: view.anyMasked }, rv.alias?.colnames).cols : undefined;
+      scope.sources.push({ alias, base: false, cols, anyMasked: view.anyMasked });
     }
   }
 

@@ -8,7 +8,7 @@ import { initParser } from './parser.ts';
 import { GuardrailSessionState } from './session.ts';
 
 export type { Verdict } from './judge.ts';
-export { outputDerivation, type Derivation } from './derivation.ts';
+export { outputDerivation, viewColumnsMasked, type Derivation, type Relations, type ViewDef } from './derivation.ts';
 
 /** The compiled rules of one connection. Share it between all sessions of that connection. */
 export interface CompiledGuardrails {
