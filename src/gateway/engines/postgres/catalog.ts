@@ -136,6 +136,11 @@ export class Catalog {
   private client: pg.Client | null = null;
   private connecting: Promise<pg.Client> | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  /**
+   * Lookups of every session share the side connection, one at a time: node-postgres queues
+   * concurrent client.query() calls itself but deprecates it (pg@9 drops it), so we queue.
+   */
+  private turn: Promise<unknown> = Promise.resolve();
   /** table OID → attnum → column name */
   private tables = new Map<number, Map<number, string>>();
   private loadedAt = performance.now();
@@ -322,11 +327,13 @@ export class Catalog {
    * mean instead (see AMBIGUOUS). Rejects when the side connection fails.
    */
   async describe(sql: string): Promise<Field[] | null> {
-    const client = await this.connect();
-    this.touch();
-    const d = new DescribeOnly(sql);
-    client.query(d);
-    const fields = await d.done;
+    const fields = await this.serial(async () => {
+      const client = await this.connect();
+      this.touch();
+      const d = new DescribeOnly(sql);
+      client.query(d);
+      return d.done;
+    });
     if (!fields) return null;
     const oids = [...new Set(fields.map((f) => f.tableID).filter((o) => o !== 0))];
     if (oids.length > 0) {
@@ -432,10 +439,19 @@ export class Catalog {
     return out;
   }
 
-  private async query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
-    const client = await this.connect();
-    this.touch();
-    return client.query<R>(sql, params);
+  private query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    return this.serial(async () => {
+      const client = await this.connect();
+      this.touch();
+      return client.query<R>(sql, params);
+    });
+  }
+
+  /** runs `fn` after every earlier lookup on the side connection settled */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn, fn);
+    this.turn = run.catch(() => undefined);
+    return run;
   }
 
   private touch(): void {
