@@ -8,7 +8,7 @@ import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import type { GatewayConfig } from './config/load.ts';
-import { openStore } from './store/sqlite-store.ts';
+import { openStore, isPostgresUrl } from './store/open-store.ts';
 import type { Store } from './store/store.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Audit } from './audit/audit.ts';
@@ -20,6 +20,7 @@ import { sessionRowWriter } from './session/run-session.ts';
 import { createTokenVerifier } from './auth/verify.ts';
 import type { DevIdp } from './idp/dev-idp.ts';
 import { CloseCode } from '../shared/ws-duplex.ts';
+import { ConfigError } from '../errors.ts';
 
 export interface Gateway {
   url: string;
@@ -31,11 +32,23 @@ export interface Gateway {
 
 export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = {}): Promise<Gateway> {
   const log = opts.log ?? createLogger({ component: 'gateway' });
-  const store = await openStore(cfg.store, cfg.baseDir);
+  let store: Store;
+  try {
+    store = await openStore(cfg.store, cfg.baseDir, { log });
+  } catch (err) {
+    // exit 2 naming the key, like any bad config (pg-store's message has the password masked)
+    throw Object.assign(new ConfigError(cfg.file, 'store', (err as Error).message), { cause: err });
+  }
   const audit = new Audit(store, log);
   const sessionRows = sessionRowWriter(store, log);
   const leases = new LeaseService(cfg, store, audit, log);
-  await leases.start();
+  // a start that fails after the store opened releases it (a PostgreSQL pool would keep the process alive)
+  const abort = async (err: unknown): Promise<never> => {
+    leases.stop();
+    await store.close().catch(() => {});
+    throw err;
+  };
+  await leases.start().catch(abort);
 
   let handler: http.RequestListener = (_req, res) => sendJson(res, 503, { error: 'starting', message: 'gateway is starting' });
   const server = cfg.tls
@@ -46,18 +59,21 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   await new Promise<void>((res, rej) => {
     server.once('error', (err: NodeJS.ErrnoException) => rej(err.code === 'EADDRINUSE' ? new Error(`cannot listen on ${cfg.listen}: address already in use`) : err));
     server.listen(port, host, res);
-  });
+  }).catch(abort);
 
   let devIdp: DevIdp | undefined;
   if (cfg.auth.issuer === 'dev') {
     const { createDevIdp } = await import('./idp/dev-idp.ts');
-    const storeFile = cfg.store.startsWith('sqlite:') && cfg.store !== 'sqlite::memory:' ? resolve(cfg.baseDir, cfg.store.slice(7)) : undefined;
-    devIdp = await createDevIdp(cfg, { keysFile: storeFile ? resolve(dirname(storeFile), 'dev-idp-keys.json') : undefined });
+    // Keys and state sit beside the SQLite file; with a PostgreSQL store, in data/ beside gateway.yaml.
+    // The dev IdP stays per replica (README: "Behaviour where PRODUCT.md is silent").
+    const dataDir = isPostgresUrl(cfg.store) ? resolve(cfg.baseDir, 'data')
+      : cfg.store !== 'sqlite::memory:' ? dirname(resolve(cfg.baseDir, cfg.store.slice('sqlite:'.length))) : undefined;
+    devIdp = await createDevIdp(cfg, { keysFile: dataDir ? resolve(dataDir, 'dev-idp-keys.json') : undefined }).catch((err) => { server.close(); return abort(err); });
   }
   const issuer = devIdp?.issuer ?? (cfg.auth.issuer as string);
   // dev tokens are checked against the embedded IdP's keys in-process (no HTTP to our own public_url)
   const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks });
-  const tunnelTokens = await TunnelTokens.open(store, cfg.public_url);
+  const tunnelTokens = await TunnelTokens.open(store, cfg.public_url).catch((err) => { server.close(); return abort(err); });
   const api = createApi({ cfg, issuer, store, leases, tunnelTokens, verifier, log });
   const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, log, tunnelTokens, sessionRows });
 

@@ -122,9 +122,10 @@ export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfi
   proc.stdout!.on('data', (d) => { logs += d; });
   proc.stderr!.on('data', (d) => { logs += d; });
   let stopping = false;
+  let started = false;
   // a gateway that dies under a test is a bug: say so with its last log lines, not just ECONNREFUSED later
   proc.once('exit', (code, signal) => {
-    if (!stopping && code !== 0) process.stderr.write(`\n[test harness] gateway on port ${port} exited unexpectedly (code ${code}, signal ${signal}); last log lines:\n${logs.split('\n').slice(-40).join('\n')}\n`);
+    if (started && !stopping && code !== 0) process.stderr.write(`\n[test harness] gateway on port ${port} exited unexpectedly (code ${code}, signal ${signal}); last log lines:\n${logs.split('\n').slice(-40).join('\n')}\n`);
   });
   const url = opts.healthUrl ?? `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
@@ -136,6 +137,7 @@ export async function startGatewayProc(mutate: (cfg: ReturnType<typeof baseConfi
     if (Date.now() > deadline) throw new Error(`gateway did not start:\n${logs}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+  started = true;
   const homes = new Map<string, string>();
   const home = (name: string) => {
     let h = homes.get(name);

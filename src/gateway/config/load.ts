@@ -76,7 +76,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const cfg = parsed.data;
 
   // step 3: rules that span keys
-  if (/^postgres(ql)?:/.test(cfg.store)) throw new ConfigError(file, 'store', 'the PostgreSQL store (for several gateway replicas) is not available in this version yet; use sqlite:<path>');
+  if (/^postgres(ql)?:/.test(cfg.store)) checkPostgresUrl(file, cfg.store);
   if (cfg.auth.issuer === 'dev' && !cfg.dev_idp) throw new ConfigError(file, 'dev_idp', 'is required when auth.issuer is "dev"');
   if (cfg.auth.issuer !== 'dev' && cfg.dev_idp) throw new ConfigError(file, 'dev_idp', 'is only allowed when auth.issuer is "dev"');
   const scheme = cfg.tls ? 'https' : 'http';
@@ -97,6 +97,18 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     users.add(u.username);
   });
   return { ...cfg, file, public_url: publicUrl, audience: cfg.auth.audience ?? publicUrl, baseDir, secrets };
+}
+
+/** Syntax only (reachability is checked when the gateway opens the store); never echoes the URL: it may hold a password. */
+function checkPostgresUrl(file: string, url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(file, 'store', 'is not a valid URL: use postgres://user[:password]@host[:port]/database (or the password in PGPASSWORD)');
+  }
+  if (!u.hostname && !u.searchParams.has('host')) throw new ConfigError(file, 'store', 'names no host: use postgres://user@host[:port]/database');
+  if (u.pathname.length <= 1) throw new ConfigError(file, 'store', 'names no database: use postgres://user@host[:port]/database');
 }
 
 function checkTarget(file: string, at: string, c: ConnectionConfig, env: NodeJS.ProcessEnv, secrets: GatewayConfig['secrets']) {

@@ -3,6 +3,12 @@
  * of a lease within a second of its expiry or revocation (the timer fires at `expiresAt`; revoke
  * acts at once). The in-memory table of active leases is the hot-path check for upgrades; the
  * store is the truth across restarts.
+ *
+ * Several replicas on one PostgreSQL store: each replica tracks every active lease, so expiry
+ * needs nothing more (every replica's timer fires; a conditional update lets one of them record
+ * it). A lease created, activated or revoked on another replica reaches this one through
+ * `store.watchLeases` (LISTEN/NOTIFY, milliseconds), and a poll every POLL_MS reloads the open
+ * leases in case a notification was lost.
  */
 import { randomUUID } from 'node:crypto';
 import { AccessDenied, HoopError, NotFound, UsageError } from '../../errors.ts';
@@ -20,6 +26,8 @@ export interface Caller { sub: string; groups: string[]; admin: boolean }
 export interface LeaseHolder { close(code: number, reason: string): void }
 
 const MAX_TIMER = 2 ** 31 - 1;
+/** how often a replica on a shared store reloads open leases (the safety net under NOTIFY) */
+const POLL_MS = 2000;
 
 export function mayUse(conn: ConnectionConfig, caller: Caller): boolean {
   return conn.access.groups.some((g) => caller.groups.includes(g));
@@ -31,6 +39,11 @@ export class LeaseService {
   readonly #audit: Audit;
   readonly #log: Logger;
   readonly #active = new Map<string, { lease: Lease; timer?: NodeJS.Timeout; holders: Set<LeaseHolder> }>();
+  #unwatch?: () => void;
+  #poll?: NodeJS.Timeout;
+  /** changes from other replicas are applied one at a time, in the order they were heard */
+  #syncing: Promise<void> = Promise.resolve();
+  #queued = 0;
 
   constructor(cfg: GatewayConfig, store: Store, audit: Audit, log: Logger) {
     this.#cfg = cfg;
@@ -41,6 +54,13 @@ export class LeaseService {
 
   /** Loads active leases after a restart; leases that expired while the gateway was down are marked so. */
   async start(): Promise<void> {
+    if (this.#store.watchLeases) {
+      // watching before loading: a change made in between is heard rather than missed
+      this.#unwatch = this.#store.watchLeases((id) => this.#sync(id));
+      // a slow store must not pile up polls behind each other
+      this.#poll = setInterval(() => { if (this.#queued === 0) this.#sync(undefined); }, POLL_MS);
+      this.#poll.unref();
+    }
     const now = Date.now();
     for (const l of await this.#store.listLeases({ activeOnly: true })) {
       if (l.status === 'active' && l.expiresAt <= now) await this.#end(l, 'expired', null, 'lease expired');
@@ -72,7 +92,11 @@ export class LeaseService {
     const now = Date.now();
     if (!req.new) {
       const existing = await this.#store.findActiveLease(caller.sub, conn.name, now);
-      if (existing) return { ...existing, reused: true };
+      if (existing) {
+        // made on another replica and not heard of yet: usable here at once
+        if (!this.#active.has(existing.id)) this.#track(existing);
+        return { ...existing, reused: true };
+      }
     }
     const lease: Lease = {
       id: `ls_${randomUUID().replaceAll('-', '').slice(0, 20)}`, connection: conn.name, user: caller.sub, groups: caller.groups,
@@ -110,6 +134,15 @@ export class LeaseService {
     return e && e.lease.expiresAt > Date.now() ? e.lease : undefined;
   }
 
+  /**
+   * A lease the store holds but this gateway has not heard of yet (made on another replica a
+   * moment ago): tracked from now on when it is active and unexpired.
+   */
+  adopt(stored: Lease): Lease | undefined {
+    this.#apply(stored.id, stored);
+    return this.activeLease(stored.id);
+  }
+
   /** Registers an open tunnelled connection; returns the function that unregisters it. */
   hold(leaseId: string, holder: LeaseHolder): () => void {
     const e = this.#active.get(leaseId);
@@ -126,7 +159,12 @@ export class LeaseService {
     const l = await this.#store.getLease(id);
     if (!l || l.status !== 'pending') return l;
     const expiresAt = Date.now() + l.durationMs;
-    await this.#store.updateLease(id, { status: 'active', expiresAt });
+    // approved twice at once (two replicas): the first activation stands
+    if (!await this.#store.updateLease(id, { status: 'active', expiresAt }, { ifStatus: 'pending' })) {
+      const current = await this.#store.getLease(id);
+      if (current) this.#apply(id, current);
+      return current;
+    }
     const lease = { ...l, status: 'active' as const, expiresAt };
     this.#track(lease);
     return lease;
@@ -152,20 +190,53 @@ export class LeaseService {
   }
 
   async #end(l: Lease, status: 'expired' | 'revoked', by: string | null, reason: string): Promise<Lease> {
-    const e = this.#active.get(l.id);
-    this.#active.delete(l.id);
-    if (e) {
-      clearTimeout(e.timer);
-      const code = status === 'revoked' ? CloseCode.leaseRevoked : CloseCode.leaseExpired;
-      for (const h of e.holders) h.close(code, reason);
-    }
+    this.#release(l.id, status, reason);
     const ended = { ...l, status, endedAt: Date.now(), endedBy: by, endReason: reason };
-    await this.#store.updateLease(l.id, { status, endedAt: ended.endedAt, endedBy: by, endReason: reason });
+    const changed = await this.#store.updateLease(l.id, { status, endedAt: ended.endedAt, endedBy: by, endReason: reason }, { ifStatus: l.status });
+    // ended meanwhile (another replica's timer or revoke): that one recorded and audited it
+    if (!changed) return (await this.#store.getLease(l.id)) ?? ended;
     this.#audit.emit(status === 'revoked' ? 'lease.revoked' : 'lease.expired', { actor: by, connection: l.connection, leaseId: l.id, data: { user: l.user } });
     return ended;
   }
 
+  /** forgets a lease here and closes its tunnelled connections; the store is not touched */
+  #release(id: string, status: 'expired' | 'revoked', reason: string): void {
+    const e = this.#active.get(id);
+    this.#active.delete(id);
+    if (!e) return;
+    clearTimeout(e.timer);
+    const code = status === 'revoked' ? CloseCode.leaseRevoked : CloseCode.leaseExpired;
+    for (const h of e.holders) h.close(code, reason);
+  }
+
+  /** Applies what the shared store holds for one lease (`id`), or for every open one (undefined). */
+  #sync(id: string | undefined): void {
+    this.#queued++;
+    this.#syncing = this.#syncing.then(async () => {
+      if (id !== undefined) return this.#apply(id, await this.#store.getLease(id));
+      const open = await this.#store.listLeases({ activeOnly: true });
+      const seen = new Set<string>();
+      for (const l of open) { seen.add(l.id); this.#apply(l.id, l); }
+      for (const known of [...this.#active.keys()]) if (!seen.has(known)) this.#apply(known, await this.#store.getLease(known));
+    }).catch((err) => this.#log.warn({ err }, 'reloading leases from the store failed; retrying at the next poll'))
+      .finally(() => { this.#queued--; });
+  }
+
+  #apply(id: string, l: Lease | undefined): void {
+    if (l?.status === 'active') {
+      // an active lease past its expiry is left to the timer, which records the expiry
+      const e = this.#active.get(id);
+      if (l.expiresAt > Date.now() && (!e || e.lease.expiresAt !== l.expiresAt)) this.#track(l);
+      return;
+    }
+    if (l?.status === 'pending' || !this.#active.has(id)) return;
+    this.#release(id, l?.status === 'revoked' ? 'revoked' : 'expired', l?.endReason ?? 'lease ended');
+  }
+
   stop(): void {
+    this.#unwatch?.();
+    this.#unwatch = undefined;
+    clearInterval(this.#poll);
     for (const e of this.#active.values()) clearTimeout(e.timer);
   }
 

@@ -29,11 +29,8 @@ export class TunnelTokens {
   }
 
   static async open(store: Store, issuer: string): Promise<TunnelTokens> {
-    let hex = await store.getMeta('tunnel_token_key');
-    if (!hex) {
-      hex = randomBytes(32).toString('hex');
-      await store.setMeta('tunnel_token_key', hex);
-    }
+    // replicas starting together on one store must end up with the same key: first writer wins
+    const hex = (await store.getMeta('tunnel_token_key')) ?? await store.setMetaIfAbsent('tunnel_token_key', randomBytes(32).toString('hex'));
     return new TunnelTokens(Buffer.from(hex, 'hex'), issuer);
   }
 

@@ -5,7 +5,8 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { AuditEvent, Lease, LeaseFilter, RecordingEntry, SessionFilter, SessionRow, Store } from './store.ts';
+import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, RecordingEntry, SessionFilter, SessionRow, Store } from './store.ts';
+import { LEASE_COLS, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
 
 /** Migrations run in order, each once; `schema_version` records the last applied. Never edit a shipped one. */
 const MIGRATIONS: string[] = [
@@ -40,23 +41,6 @@ const MIGRATIONS: string[] = [
    CREATE TRIGGER recording_batches_no_delete BEFORE DELETE ON recording_batches BEGIN SELECT RAISE(ABORT, 'recordings are append-only'); END;`,
 ];
 
-type Row = Record<string, unknown>;
-
-const leaseFromRow = (r: Row): Lease => ({
-  id: r.id as string, connection: r.connection as string, user: r.user as string, groups: JSON.parse(r.groups as string),
-  status: r.status as Lease['status'], reason: (r.reason as string) ?? null, createdAt: Number(r.created_at),
-  durationMs: Number(r.duration_ms), expiresAt: Number(r.expires_at), endedAt: r.ended_at == null ? null : Number(r.ended_at),
-  endedBy: (r.ended_by as string) ?? null, endReason: (r.end_reason as string) ?? null,
-});
-const sessionFromRow = (r: Row): SessionRow => ({
-  id: r.id as string, leaseId: r.lease_id as string, user: r.user as string, connection: r.connection as string, type: r.type as string,
-  startedAt: Number(r.started_at), endedAt: r.ended_at == null ? null : Number(r.ended_at), bytesIn: Number(r.bytes_in),
-  bytesOut: Number(r.bytes_out), statements: Number(r.statements), blocked: Number(r.blocked), masked: Number(r.masked),
-  closeReason: (r.close_reason as string) ?? null,
-});
-
-const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at' };
-
 export class SqliteStore implements Store {
   readonly kind = 'sqlite';
   readonly #db: DatabaseSync;
@@ -89,13 +73,6 @@ export class SqliteStore implements Store {
     return s;
   }
 
-  #patch(table: string, cols: Record<string, string>, id: string, patch: Record<string, unknown>): void {
-    const keys = Object.keys(patch).filter((k) => patch[k] !== undefined);
-    if (!keys.length) return;
-    const sql = `UPDATE ${table} SET ${keys.map((k) => `${cols[k]} = ?`).join(', ')} WHERE id = ?`;
-    this.#q(sql).run(...keys.map((k) => patch[k] as string | number | null), id);
-  }
-
   async createLease(l: Lease): Promise<void> {
     this.#q(`INSERT INTO leases (id, connection, user, groups, status, reason, created_at, duration_ms, expires_at, ended_at, ended_by, end_reason)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -118,8 +95,12 @@ export class SqliteStore implements Store {
       .get(user, connection, now) as Row | undefined;
     return r && leaseFromRow(r);
   }
-  async updateLease(id: string, patch: Parameters<Store['updateLease']>[1]): Promise<void> {
-    this.#patch('leases', LEASE_COLS, id, patch);
+  async updateLease(id: string, patch: Parameters<Store['updateLease']>[1], opts: { ifStatus?: LeaseStatus } = {}): Promise<boolean> {
+    const keys = Object.keys(patch).filter((k) => (patch as Record<string, unknown>)[k] !== undefined);
+    if (!keys.length) return false;
+    const args = keys.map((k) => (patch as Record<string, string | number | null>)[k]);
+    const sql = `UPDATE leases SET ${keys.map((k) => `${LEASE_COLS[k]} = ?`).join(', ')} WHERE id = ?${opts.ifStatus ? ' AND status = ?' : ''}`;
+    return Number(this.#q(sql).run(...args, id, ...(opts.ifStatus ? [opts.ifStatus] : [])).changes) > 0;
   }
 
   async saveSessions(rows: SessionRow[]): Promise<void> {
@@ -177,21 +158,9 @@ export class SqliteStore implements Store {
   async appendRecording(entries: RecordingEntry[]): Promise<void> {
     if (!entries.length) return;
     const ins = this.#q('INSERT INTO recording_batches (session_id, first_seq, last_seq, hash, entries) VALUES (?, ?, ?, ?, ?)');
+    const rows = encodeBatches(entries);
     this.#tx(() => {
-      // a batch: consecutive entries of one session up to and including a hashed one
-      let first = 0;
-      let text = '';
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i];
-        if (e.event.includes('\n')) throw new Error(`recording entry ${e.seq} holds a raw newline`);
-        text += `${e.seq}\t${e.at}\t${e.event}\n`;
-        const next = entries[i + 1];
-        if (e.hash !== '' || next === undefined || next.sessionId !== e.sessionId) {
-          ins.run(e.sessionId, entries[first].seq, e.seq, e.hash, text);
-          first = i + 1;
-          text = '';
-        }
-      }
+      for (const b of rows) ins.run(b.sessionId, b.firstSeq, b.lastSeq, b.hash, b.entries);
     });
   }
   async readRecording(sessionId: string): Promise<RecordingEntry[]> {
@@ -199,16 +168,7 @@ export class SqliteStore implements Store {
     const legacy = this.#q('SELECT * FROM recordings WHERE session_id = ? ORDER BY seq').all(sessionId) as Row[];
     const out: RecordingEntry[] = legacy.map((r) => ({ sessionId: r.session_id as string, seq: Number(r.seq), at: Number(r.at), event: r.event as string, hash: r.hash as string }));
     const batches = this.#q('SELECT hash, entries FROM recording_batches WHERE session_id = ? ORDER BY first_seq').all(sessionId) as Row[];
-    for (const b of batches) {
-      const lines = (b.entries as string).split('\n');
-      lines.pop(); // after the last newline
-      for (let i = 0; i < lines.length; i++) {
-        const line = lines[i];
-        const t1 = line.indexOf('\t');
-        const t2 = line.indexOf('\t', t1 + 1);
-        out.push({ sessionId, seq: Number(line.slice(0, t1)), at: Number(line.slice(t1 + 1, t2)), event: line.slice(t2 + 1), hash: i === lines.length - 1 ? b.hash as string : '' });
-      }
-    }
+    for (const b of batches) decodeBatch(sessionId, b.hash as string, b.entries as string, out);
     if (legacy.length > 0 && batches.length > 0) out.sort((a, b) => a.seq - b.seq);
     return out;
   }
@@ -220,18 +180,13 @@ export class SqliteStore implements Store {
   async setMeta(key: string, value: string): Promise<void> {
     this.#q('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
   }
+  async setMetaIfAbsent(key: string, value: string): Promise<string> {
+    this.#q('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING').run(key, value);
+    return (await this.getMeta(key))!;
+  }
 
   async close(): Promise<void> {
     this.#stmts.clear();
     this.#db.close();
   }
-}
-
-export async function openStore(url: string, baseDir: string): Promise<Store> {
-  if (url.startsWith('sqlite:')) {
-    const p = url.slice('sqlite:'.length);
-    const { resolve } = await import('node:path');
-    return new SqliteStore(p === ':memory:' ? p : resolve(baseDir, p));
-  }
-  throw new Error('the PostgreSQL store (store: postgres://...) is not implemented yet; use store: sqlite:<path>');
 }

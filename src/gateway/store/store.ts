@@ -1,7 +1,7 @@
 /**
  * The Store interface: everything the gateway persists. The embedded implementation is
- * node:sqlite (sqlite-store.ts); a PostgreSQL implementation for several replicas can implement
- * the same interface (async on purpose, though SQLite answers synchronously).
+ * node:sqlite (sqlite-store.ts); pg-store.ts implements it on PostgreSQL for several gateway
+ * replicas (async on purpose, though SQLite answers synchronously). open-store.ts picks one by URL.
  */
 
 export type LeaseStatus = 'pending' | 'active' | 'revoked' | 'expired' | 'rejected';
@@ -71,7 +71,17 @@ export interface Store {
   listLeases(filter?: LeaseFilter): Promise<Lease[]>;
   /** an active, unexpired lease of this user on this connection (newest first) */
   findActiveLease(user: string, connection: string, now: number): Promise<Lease | undefined>;
-  updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt'>>): Promise<void>;
+  /**
+   * Changes a lease; with `ifStatus`, only while it still has that status (two replicas ending the
+   * same lease at its expiry: one wins). Resolves whether a row changed.
+   */
+  updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt'>>, opts?: { ifStatus?: LeaseStatus }): Promise<boolean>;
+  /**
+   * Only on stores shared by several replicas: calls `onChange(leaseId)` soon after another process
+   * created or changed that lease, and `onChange(undefined)` when changes may have been missed
+   * (the notification channel was lost and is back): reload every lease then. Returns unwatch.
+   */
+  watchLeases?(onChange: (leaseId: string | undefined) => void): () => void;
 
   /** inserts or replaces each row (its newest state), all in one transaction */
   saveSessions(rows: SessionRow[]): Promise<void>;
@@ -90,6 +100,8 @@ export interface Store {
   /** a small key/value area for gateway secrets (tunnel-token key) and settings */
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
+  /** stores `value` unless the key has one; resolves the value stored (replicas racing agree on one) */
+  setMetaIfAbsent(key: string, value: string): Promise<string>;
 
   close(): Promise<void>;
 }

@@ -47,10 +47,12 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
       const conn = deps.cfg.connections.find((c) => c.name === name);
       if (!conn) throw new NotFound(`unknown connection "${name}"`);
       const claims = await deps.tunnelTokens.verify(bearer(req), name);
-      const lease = deps.leases.activeLease(claims.leaseId);
+      let lease = deps.leases.activeLease(claims.leaseId);
       if (!lease) {
+        // the store is the truth: with several replicas a lease may be a few ms older than our news of it
         const stored = await deps.store.getLease(claims.leaseId);
-        throw new AccessDenied(`lease ${claims.leaseId} is ${stored?.status === 'active' ? 'expired' : stored?.status ?? 'unknown'}`, { code: 'lease_not_active' });
+        lease = stored?.status === 'active' && stored.expiresAt > Date.now() ? deps.leases.adopt(stored) : undefined;
+        if (!lease) throw new AccessDenied(`lease ${claims.leaseId} is ${stored?.status === 'active' ? 'expired' : stored?.status ?? 'unknown'}`, { code: 'lease_not_active' });
       }
       if (lease.user !== claims.user) throw new AuthError('tunnel_token_invalid', 'tunnel token does not belong to the lease owner');
       if (lease.connection !== name) throw new AccessDenied(`lease ${lease.id} is for connection "${lease.connection}"`, { code: 'tunnel_token_wrong_connection' });

@@ -1,0 +1,313 @@
+/**
+ * The PostgreSQL store (`store: postgres://...`), for several gateway replicas sharing leases,
+ * sessions, audit and recordings. Same tables and semantics as sqlite-store.ts: timestamps are
+ * BIGINT ms since epoch, JSON is kept as text, recordings are append-only by trigger.
+ *
+ * - Migrations are versioned in `schema_version` and run in one transaction holding an advisory
+ *   lock, so replicas starting together apply each migration once (PostgreSQL DDL is transactional).
+ * - Each write is one statement (batches go in as arrays through `unnest`), so it is one
+ *   transaction and one round trip whatever the batch size.
+ * - Every lease insert/update also `pg_notify`s `hoop_leases` in the same statement (delivered at
+ *   commit); `watchLeases` LISTENs on a dedicated connection and reconnects when it drops.
+ * - The password may be in the URL or, as for psql, in PGPASSWORD (node-postgres reads the libpq
+ *   environment variables). Messages show the URL with the password replaced.
+ */
+import pg from 'pg';
+import { randomUUID } from 'node:crypto';
+import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, RecordingEntry, SessionFilter, SessionRow, Store } from './store.ts';
+import { LEASE_COLS, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
+import type { Logger } from '../log.ts';
+
+/** The channel lease changes are announced on; the payload is "<origin>:<lease id>". */
+export const LEASE_CHANNEL = 'hoop_leases';
+/** pg_advisory_xact_lock key for migrations ("hoop" in ASCII). */
+const MIGRATION_LOCK = 0x686f6f70;
+const RECONNECT_MS = 1000;
+
+/** Migrations run in order, each once; `schema_version` records the last applied. Never edit a shipped one. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE leases (
+     id TEXT PRIMARY KEY, connection TEXT NOT NULL, "user" TEXT NOT NULL, groups TEXT NOT NULL,
+     status TEXT NOT NULL, reason TEXT, created_at BIGINT NOT NULL, duration_ms BIGINT NOT NULL,
+     expires_at BIGINT NOT NULL, ended_at BIGINT, ended_by TEXT, end_reason TEXT);
+   CREATE INDEX leases_user ON leases ("user", connection, status);
+   CREATE INDEX leases_open ON leases (status) WHERE status IN ('active', 'pending');
+   CREATE TABLE sessions (
+     id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, "user" TEXT NOT NULL, connection TEXT NOT NULL, type TEXT NOT NULL,
+     started_at BIGINT NOT NULL, ended_at BIGINT, bytes_in BIGINT NOT NULL DEFAULT 0, bytes_out BIGINT NOT NULL DEFAULT 0,
+     statements BIGINT NOT NULL DEFAULT 0, blocked BIGINT NOT NULL DEFAULT 0, masked BIGINT NOT NULL DEFAULT 0, close_reason TEXT);
+   CREATE INDEX sessions_started ON sessions (started_at);
+   CREATE INDEX sessions_lease ON sessions (lease_id);
+   CREATE TABLE audit (
+     id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, type TEXT NOT NULL, actor TEXT, connection TEXT,
+     lease_id TEXT, session_id TEXT, data TEXT NOT NULL);
+   CREATE INDEX audit_at ON audit (at);
+   -- one row per sealed batch, "seq TAB at TAB event-JSON" per line (codec.ts); no per-entry table:
+   -- there are no recordings from before batching to read here
+   CREATE TABLE recording_batches (
+     session_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, hash TEXT NOT NULL, entries TEXT NOT NULL,
+     PRIMARY KEY (session_id, first_seq));
+   -- recordings are append-only: the database itself refuses edits
+   CREATE FUNCTION hoop_recordings_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN RAISE EXCEPTION 'recordings are append-only'; END $$;
+   CREATE TRIGGER recording_batches_no_change BEFORE UPDATE OR DELETE ON recording_batches
+     FOR EACH ROW EXECUTE FUNCTION hoop_recordings_append_only();
+   CREATE TRIGGER recording_batches_no_truncate BEFORE TRUNCATE ON recording_batches
+     FOR EACH STATEMENT EXECUTE FUNCTION hoop_recordings_append_only();`,
+];
+
+/** The URL with its password replaced, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparsable URL)';
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { message?: string; code?: string; errors?: Array<{ message?: string }> };
+  if (e?.message?.includes('client password must be a string')) return 'the server asks for a password: put it in the URL or in PGPASSWORD';
+  // a refused connect to a name with several addresses is an AggregateError with an empty message
+  return e?.message || e?.errors?.[0]?.message || e?.code || String(err);
+}
+
+export class PgStore implements Store {
+  readonly kind = 'postgres';
+  readonly #pool: pg.Pool;
+  readonly #config: pg.ClientConfig;
+  readonly #log?: Logger;
+  /** tags our own lease notifications so the LeaseService of this process skips them */
+  readonly #origin = randomUUID();
+  readonly #unwatch = new Set<() => void>();
+
+  private constructor(url: string, log?: Logger) {
+    // keepAlive: a connection cut without a FIN (a failover, a NAT timeout) is noticed
+    this.#config = { connectionString: url, connectionTimeoutMillis: 10_000, keepAlive: true, application_name: 'hoopctl-gateway' };
+    this.#log = log;
+    this.#pool = new pg.Pool({ ...this.#config, max: 10, idleTimeoutMillis: 30_000 });
+    // an idle pooled connection that dies emits here; unhandled, it would crash the gateway
+    this.#pool.on('error', (err) => this.#log?.warn({ err: describe(err) }, 'PostgreSQL store connection lost; it is replaced on next use'));
+  }
+
+  /** Connects and migrates; rejects with a message naming the (password-less) URL. */
+  static async open(url: string, opts: { log?: Logger } = {}): Promise<PgStore> {
+    const store = new PgStore(url, opts.log);
+    try {
+      await store.#migrate();
+      return store;
+    } catch (err) {
+      await store.#pool.end().catch(() => {});
+      throw new Error(`cannot open the PostgreSQL store at ${redactUrl(url)}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  async #migrate(): Promise<void> {
+    // a client of its own, not the pool's: when a pooled connect fails during authentication,
+    // node-postgres leaves the socket open, and the failed start would hang instead of exiting
+    const c = new pg.Client(this.#config);
+    c.on('error', () => {}); // surfaces as the rejected query below
+    await c.connect().catch(async (err) => { await c.end().catch(() => {}); throw err; });
+    try {
+      await c.query('BEGIN');
+      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      await c.query('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+      const { rows } = await c.query('SELECT version FROM schema_version');
+      let version = rows.length ? Number(rows[0].version) : 0;
+      if (!rows.length) await c.query('INSERT INTO schema_version VALUES (0)');
+      if (version > MIGRATIONS.length) throw new Error(`store schema version ${version} is newer than this hoopctl (${MIGRATIONS.length}); upgrade hoopctl`);
+      for (; version < MIGRATIONS.length; version++) await c.query(MIGRATIONS[version]);
+      await c.query('UPDATE schema_version SET version = $1', [version]);
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      await c.end().catch(() => {});
+    }
+  }
+
+  async #rows(sql: string, args: unknown[] = []): Promise<Row[]> {
+    return (await this.#pool.query(sql, args)).rows;
+  }
+
+  async createLease(l: Lease): Promise<void> {
+    await this.#pool.query(
+      `WITH i AS (INSERT INTO leases (id, connection, "user", groups, status, reason, created_at, duration_ms, expires_at, ended_at, ended_by, end_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id)
+       SELECT pg_notify('${LEASE_CHANNEL}', $13::text || ':' || id) FROM i`,
+      [l.id, l.connection, l.user, JSON.stringify(l.groups), l.status, l.reason, l.createdAt, l.durationMs, l.expiresAt, l.endedAt, l.endedBy, l.endReason, this.#origin]);
+  }
+  async getLease(id: string): Promise<Lease | undefined> {
+    const [r] = await this.#rows('SELECT * FROM leases WHERE id = $1', [id]);
+    return r && leaseFromRow(r);
+  }
+  async listLeases(f: LeaseFilter = {}): Promise<Lease[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.user) { args.push(f.user); where.push(`"user" = $${args.length}`); }
+    if (f.activeOnly) where.push("status IN ('active', 'pending')");
+    const rows = await this.#rows(`SELECT * FROM leases ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 1000`, args);
+    return rows.map(leaseFromRow);
+  }
+  async findActiveLease(user: string, connection: string, now: number): Promise<Lease | undefined> {
+    const [r] = await this.#rows(`SELECT * FROM leases WHERE "user" = $1 AND connection = $2 AND status = 'active' AND expires_at > $3 ORDER BY expires_at DESC LIMIT 1`, [user, connection, now]);
+    return r && leaseFromRow(r);
+  }
+  async updateLease(id: string, patch: Parameters<Store['updateLease']>[1], opts: { ifStatus?: LeaseStatus } = {}): Promise<boolean> {
+    const keys = Object.keys(patch).filter((k) => (patch as Record<string, unknown>)[k] !== undefined);
+    if (!keys.length) return false;
+    const args: unknown[] = keys.map((k) => (patch as Record<string, unknown>)[k]);
+    const set = keys.map((k, i) => `${LEASE_COLS[k]} = $${i + 1}`).join(', ');
+    args.push(id, this.#origin);
+    let where = `id = $${args.length - 1}`;
+    if (opts.ifStatus) { args.push(opts.ifStatus); where += ` AND status = $${args.length}`; }
+    const r = await this.#pool.query(
+      `WITH u AS (UPDATE leases SET ${set} WHERE ${where} RETURNING id) SELECT pg_notify('${LEASE_CHANNEL}', $${keys.length + 2}::text || ':' || id) FROM u`, args);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async saveSessions(rows: SessionRow[]): Promise<void> {
+    if (!rows.length) return;
+    // one statement cannot upsert a row twice: keep each id's newest state
+    const byId = new Map<string, SessionRow>();
+    for (const s of rows) byId.set(s.id, s);
+    const list = [...byId.values()];
+    const col = <K extends keyof SessionRow>(k: K) => list.map((s) => s[k]);
+    await this.#pool.query(
+      `INSERT INTO sessions (id, lease_id, "user", connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
+                            $10::bigint[], $11::bigint[], $12::bigint[], $13::text[])
+       ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out,
+         statements = excluded.statements, blocked = excluded.blocked, masked = excluded.masked, close_reason = excluded.close_reason`,
+      [col('id'), col('leaseId'), col('user'), col('connection'), col('type'), col('startedAt'), col('endedAt'), col('bytesIn'), col('bytesOut'),
+        col('statements'), col('blocked'), col('masked'), col('closeReason')]);
+  }
+  async getSession(id: string): Promise<SessionRow | undefined> {
+    const [r] = await this.#rows('SELECT * FROM sessions WHERE id = $1', [id]);
+    return r && sessionFromRow(r);
+  }
+  async listSessions(f: SessionFilter = {}): Promise<SessionRow[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (sql: string, v: unknown) => { args.push(v); where.push(`${sql} $${args.length}`); };
+    if (f.user) add('"user" =', f.user);
+    if (f.connection) add('connection =', f.connection);
+    if (f.leaseId) add('lease_id =', f.leaseId);
+    if (f.since !== undefined) add('started_at >=', f.since);
+    const rows = await this.#rows(`SELECT * FROM sessions ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC LIMIT 1000`, args);
+    return rows.map(sessionFromRow);
+  }
+
+  async appendAudit(events: AuditEvent[]): Promise<void> {
+    if (!events.length) return;
+    // ORDER BY ord: ids (the audit order) are drawn in the order of the batch
+    await this.#pool.query(
+      `INSERT INTO audit (at, type, actor, connection, lease_id, session_id, data)
+       SELECT at, type, actor, connection, lease_id, session_id, data
+       FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+         WITH ORDINALITY AS t (at, type, actor, connection, lease_id, session_id, data, ord)
+       ORDER BY ord`,
+      [events.map((e) => e.at), events.map((e) => e.type), events.map((e) => e.actor), events.map((e) => e.connection),
+        events.map((e) => e.leaseId), events.map((e) => e.sessionId), events.map((e) => JSON.stringify(e.data))]);
+  }
+  async listAudit(f: { since?: number; limit?: number } = {}): Promise<AuditEvent[]> {
+    const rows = await this.#rows('SELECT * FROM audit WHERE at >= $1 ORDER BY id ASC LIMIT $2', [f.since ?? 0, f.limit ?? 10_000]);
+    return rows.map((r) => ({
+      id: Number(r.id), at: Number(r.at), type: r.type as string, actor: (r.actor as string) ?? null, connection: (r.connection as string) ?? null,
+      leaseId: (r.lease_id as string) ?? null, sessionId: (r.session_id as string) ?? null, data: JSON.parse(r.data as string),
+    }));
+  }
+
+  async appendRecording(entries: RecordingEntry[]): Promise<void> {
+    if (!entries.length) return;
+    const rows = encodeBatches(entries);
+    await this.#pool.query(
+      `INSERT INTO recording_batches (session_id, first_seq, last_seq, hash, entries)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])`,
+      [rows.map((b) => b.sessionId), rows.map((b) => b.firstSeq), rows.map((b) => b.lastSeq), rows.map((b) => b.hash), rows.map((b) => b.entries)]);
+  }
+  async readRecording(sessionId: string): Promise<RecordingEntry[]> {
+    const out: RecordingEntry[] = [];
+    for (const b of await this.#rows('SELECT hash, entries FROM recording_batches WHERE session_id = $1 ORDER BY first_seq', [sessionId]))
+      decodeBatch(sessionId, b.hash as string, b.entries as string, out);
+    return out;
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    const [r] = await this.#rows('SELECT value FROM meta WHERE key = $1', [key]);
+    return r?.value as string | undefined;
+  }
+  async setMeta(key: string, value: string): Promise<void> {
+    await this.#pool.query('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]);
+  }
+  async setMetaIfAbsent(key: string, value: string): Promise<string> {
+    await this.#pool.query('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value]);
+    // a second statement: its snapshot sees the row a concurrent winner committed
+    return (await this.getMeta(key))!;
+  }
+
+  /**
+   * LISTENs on a connection of its own (a pooled one would be handed to queries). When it drops,
+   * reconnects every second and then calls `onChange(undefined)`: notifications sent meanwhile
+   * are lost, so the caller reloads.
+   */
+  watchLeases(onChange: (leaseId: string | undefined) => void): () => void {
+    let stopped = false;
+    let client: pg.Client | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let lostOnce = false;
+    const lost = (c: pg.Client, err?: unknown) => {
+      if (client !== c || stopped) return;
+      client = undefined;
+      if (!lostOnce) this.#log?.warn({ err: describe(err ?? 'connection ended') }, 'lease change listener lost; reconnecting (polling covers the gap)');
+      lostOnce = true;
+      c.end().catch(() => {});
+      timer = setTimeout(connect, RECONNECT_MS);
+      timer.unref();
+    };
+    const connect = async () => {
+      if (stopped) return;
+      const c = new pg.Client({ ...this.#config, application_name: 'hoopctl-gateway-listen' });
+      client = c;
+      c.on('error', (err) => lost(c, err));
+      c.on('end', () => lost(c));
+      c.on('notification', (n) => {
+        if (n.channel !== LEASE_CHANNEL || !n.payload) return;
+        const i = n.payload.indexOf(':');
+        if (n.payload.slice(0, i) !== this.#origin) onChange(n.payload.slice(i + 1));
+      });
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${LEASE_CHANNEL}`);
+      } catch (err) {
+        lost(c, err);
+        return;
+      }
+      if (stopped) { c.end().catch(() => {}); return; }
+      if (lostOnce) {
+        lostOnce = false;
+        this.#log?.info('lease change listener reconnected');
+        onChange(undefined);
+      }
+    };
+    void connect();
+    const unwatch = () => {
+      stopped = true;
+      clearTimeout(timer);
+      client?.end().catch(() => {});
+      client = undefined;
+      this.#unwatch.delete(unwatch);
+    };
+    this.#unwatch.add(unwatch);
+    return unwatch;
+  }
+
+  async close(): Promise<void> {
+    for (const u of [...this.#unwatch]) u();
+    await this.#pool.end();
+  }
+}

@@ -1,0 +1,337 @@
+/**
+ * The PostgreSQL store (`store: postgres://...`) on a real PostgreSQL: the same conformance
+ * assertions run against SqliteStore and PgStore; recordings are append-only in the database;
+ * lease changes reach other replicas by LISTEN/NOTIFY (and after a lost listener); two gateway
+ * processes on one store share leases and sessions, and a revoke on one closes the other's
+ * tunnel; a bad store URL fails the start naming `store`, without printing the password.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { pino } from 'pino';
+import { startPostgres, freePort, type PgCluster } from './helpers/postgres.ts';
+import { startGatewayProc, loginClient, type GatewayProc } from './helpers/hoop.ts';
+import { echoServer, holdOpen } from './helpers/net.ts';
+import { SqliteStore } from '../src/gateway/store/sqlite-store.ts';
+import { PgStore } from '../src/gateway/store/pg-store.ts';
+import { openStore } from '../src/gateway/store/open-store.ts';
+import { Recorder, verifyChain } from '../src/gateway/recording/recorder.ts';
+import { TunnelTokens } from '../src/gateway/session/tunnel-token.ts';
+import type { Lease, SessionRow, Store } from '../src/gateway/store/store.ts';
+
+const log = pino({ level: 'silent' });
+let pg: PgCluster;
+let echo: Awaited<ReturnType<typeof echoServer>>;
+const tmp: string[] = [];
+let dbs = 0;
+
+before(async () => {
+  [pg, echo] = await Promise.all([startPostgres(), echoServer()]);
+});
+after(async () => {
+  await echo?.close();
+  await pg?.stop();
+  for (const d of tmp) rmSync(d, { recursive: true, force: true });
+});
+
+/** a fresh database owned by `app`; its URL (with the password) */
+async function freshDb(): Promise<string> {
+  const name = `hoop_t${++dbs}`;
+  await pg.psql(`CREATE DATABASE ${name} OWNER app`);
+  return pg.url(name, 'app');
+}
+
+interface Backend { name: string; open(): Promise<{ store: Store; reopen(): Promise<Store>; sql(q: string): Promise<unknown> }> }
+
+const backends: Backend[] = [
+  {
+    name: 'sqlite',
+    async open() {
+      const dir = mkdtempSync(join(tmpdir(), 'hoop-store-'));
+      tmp.push(dir);
+      const file = join(dir, 'hoop.db');
+      return {
+        store: new SqliteStore(file),
+        reopen: async () => new SqliteStore(file),
+        async sql(q) {
+          const db = new DatabaseSync(file);
+          try { return db.exec(q); } finally { db.close(); }
+        },
+      };
+    },
+  },
+  {
+    name: 'postgres',
+    async open() {
+      const url = await freshDb();
+      return {
+        store: await PgStore.open(url),
+        reopen: () => PgStore.open(url),
+        sql: (q) => pg.psql(q, { db: new URL(url).pathname.slice(1), user: 'app' }),
+      };
+    },
+  },
+];
+
+const lease = (over: Partial<Lease>): Lease => ({
+  id: 'ls_x', connection: 'db', user: 'alice', groups: ['eng', 'dba'], status: 'active', reason: null, createdAt: 1_000,
+  durationMs: 60_000, expiresAt: 61_000, endedAt: null, endedBy: null, endReason: null, ...over,
+});
+const session = (over: Partial<SessionRow>): SessionRow => ({
+  id: 'se_x', leaseId: 'ls_1', user: 'alice', connection: 'db', type: 'postgres', startedAt: 1_000, endedAt: null,
+  bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null, ...over,
+});
+
+for (const b of backends) {
+  test(`store conformance: ${b.name}`, async () => {
+    const { store, reopen } = await b.open();
+    let again: Store | undefined;
+    try {
+      assert.equal(store.kind, b.name);
+      // meta
+      assert.equal(await store.getMeta('k'), undefined);
+      await store.setMeta('k', 'v1');
+      await store.setMeta('k', 'v2');
+      assert.equal(await store.getMeta('k'), 'v2');
+      assert.equal(await store.setMetaIfAbsent('k', 'v3'), 'v2');
+      assert.equal(await store.setMetaIfAbsent('fresh', 'f1'), 'f1');
+      assert.equal(await store.getMeta('k'), 'v2');
+
+      // leases
+      const now = 100_000;
+      const l1 = lease({ id: 'ls_1', createdAt: 1_000, expiresAt: now + 10_000, reason: 'INC-1' });
+      const l2 = lease({ id: 'ls_2', createdAt: 2_000, expiresAt: now + 20_000 });
+      const l3 = lease({ id: 'ls_3', createdAt: 3_000, expiresAt: now + 30_000, status: 'pending' });
+      const l4 = lease({ id: 'ls_4', createdAt: 4_000, expiresAt: now - 1, user: 'bob', connection: 'other', groups: [] });
+      for (const l of [l1, l2, l3, l4]) await store.createLease(l);
+      assert.deepEqual(await store.getLease('ls_1'), l1);
+      assert.equal(await store.getLease('ls_nope'), undefined);
+      assert.deepEqual((await store.listLeases()).map((l) => l.id), ['ls_4', 'ls_3', 'ls_2', 'ls_1']);
+      assert.deepEqual((await store.listLeases({ user: 'alice' })).map((l) => l.id), ['ls_3', 'ls_2', 'ls_1']);
+      assert.deepEqual((await store.findActiveLease('alice', 'db', now))?.id, 'ls_2', 'the active lease expiring last; pending ones do not count');
+      assert.equal(await store.findActiveLease('bob', 'other', now), undefined, 'expired');
+      assert.equal(await store.updateLease('ls_2', { status: 'revoked', endedAt: now, endedBy: 'admin', endReason: 'lease revoked by admin' }, { ifStatus: 'pending' }), false);
+      assert.equal((await store.getLease('ls_2'))?.status, 'active', 'a failed conditional update changes nothing');
+      assert.equal(await store.updateLease('ls_2', { status: 'revoked', endedAt: now, endedBy: 'admin', endReason: 'lease revoked by admin' }, { ifStatus: 'active' }), true);
+      assert.deepEqual(await store.getLease('ls_2'), { ...l2, status: 'revoked', endedAt: now, endedBy: 'admin', endReason: 'lease revoked by admin' });
+      assert.equal((await store.findActiveLease('alice', 'db', now))?.id, 'ls_1');
+      assert.equal(await store.updateLease('ls_3', { status: 'active', expiresAt: now + 99 }), true);
+      assert.deepEqual((await store.listLeases({ activeOnly: true })).map((l) => l.id), ['ls_4', 'ls_3', 'ls_1']);
+
+      // sessions: upsert keeps the newest state; counters beyond 32 bits survive
+      await store.saveSessions([session({ id: 'se_1', startedAt: 5_000 }), session({ id: 'se_2', startedAt: 6_000, user: 'bob', connection: 'other', leaseId: 'ls_4' })]);
+      await store.saveSessions([
+        session({ id: 'se_1', startedAt: 5_000, bytesIn: 10 }),
+        session({ id: 'se_1', startedAt: 5_000, endedAt: 7_000, bytesIn: 5_000_000_000, bytesOut: 7, statements: 3, blocked: 1, masked: 2, closeReason: 'client closed' }),
+      ]);
+      assert.deepEqual(await store.getSession('se_1'), session({ id: 'se_1', startedAt: 5_000, endedAt: 7_000, bytesIn: 5_000_000_000, bytesOut: 7, statements: 3, blocked: 1, masked: 2, closeReason: 'client closed' }));
+      assert.deepEqual((await store.listSessions()).map((s) => s.id), ['se_2', 'se_1']);
+      assert.deepEqual((await store.listSessions({ user: 'bob' })).map((s) => s.id), ['se_2']);
+      assert.deepEqual((await store.listSessions({ connection: 'db' })).map((s) => s.id), ['se_1']);
+      assert.deepEqual((await store.listSessions({ leaseId: 'ls_4' })).map((s) => s.id), ['se_2']);
+      assert.deepEqual((await store.listSessions({ since: 5_500 })).map((s) => s.id), ['se_2']);
+
+      // audit: in order, across batches
+      const ev = (i: number) => ({ at: 10_000 + i, type: `t.e${i}`, actor: i % 2 ? 'alice' : null, connection: 'db', leaseId: 'ls_1', sessionId: null, data: { i, text: `"q"\t\\ ${'é'.repeat(i)}` } });
+      await store.appendAudit([ev(3), ev(1), ev(2)]);
+      await store.appendAudit([ev(5), ev(4)]);
+      const audit = await store.listAudit();
+      assert.deepEqual(audit.map((a) => a.type), ['t.e3', 't.e1', 't.e2', 't.e5', 't.e4']);
+      assert.deepEqual(audit.map(({ id: _id, ...rest }) => rest), [3, 1, 2, 5, 4].map(ev));
+      assert.ok(audit.every((a, i) => i === 0 || a.id! > audit[i - 1].id!));
+      assert.deepEqual((await store.listAudit({ since: 10_004 })).map((a) => a.type), ['t.e5', 't.e4']);
+      assert.equal((await store.listAudit({ limit: 2 })).length, 2);
+
+      // recordings: sealed batches, interleaved sessions, awkward text
+      const rec = new Recorder('se_1', store, log);
+      const other = new Recorder('se_2', store, log);
+      let n = 0;
+      for (const size of [3, 1, 5]) {
+        for (let i = 0; i < size; i++) {
+          rec.record({ type: 'query.completed', text: `select ${++n}`, note: 'tab\there, newline\nhere, "quoted" \\ back é 😀' });
+          other.record({ type: 'query.completed', text: `other ${n}` });
+        }
+        await Promise.all([rec.flush(), other.flush()]);
+      }
+      await rec.close('client closed');
+      const entries = await store.readRecording('se_1');
+      assert.deepEqual(entries.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      assert.equal(JSON.parse(entries[0].event).note, 'tab\there, newline\nhere, "quoted" \\ back é 😀');
+      assert.deepEqual(verifyChain(entries, { ended: true }), { ok: true, entries: 10 });
+      assert.equal((await store.readRecording('se_2')).length, 9);
+      assert.deepEqual(await store.readRecording('se_none'), []);
+
+      // migrations are idempotent: a second open (while the first is open) finds everything
+      again = await reopen();
+      assert.deepEqual(await again.getLease('ls_1'), l1);
+      assert.deepEqual(await again.readRecording('se_1'), entries);
+      assert.equal(await again.getMeta('k'), 'v2');
+    } finally {
+      await again?.close();
+      await store.close();
+    }
+  });
+
+  test(`recordings are append-only in the database: ${b.name}`, async () => {
+    const { store, sql } = await b.open();
+    try {
+      const rec = new Recorder('se_ro', store, log);
+      rec.record({ type: 'query.completed', text: 'select 1' });
+      await rec.flush();
+      await assert.rejects(sql(`UPDATE recording_batches SET entries = 'x'`), /recordings are append-only/);
+      await assert.rejects(sql(`DELETE FROM recording_batches`), /recordings are append-only/);
+      if (b.name === 'postgres') await assert.rejects(sql('TRUNCATE recording_batches'), /recordings are append-only/);
+      assert.deepEqual(verifyChain(await store.readRecording('se_ro')), { ok: true, entries: 1 });
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+test('postgres: replicas migrating at once agree; the tunnel-token key is the same on both', async () => {
+  const url = await freshDb();
+  const stores = await Promise.all([PgStore.open(url), PgStore.open(url), PgStore.open(url)]);
+  try {
+    assert.equal((await pg.psql('SELECT version FROM schema_version', { db: new URL(url).pathname.slice(1) })).trim(), '1');
+    const [t1, t2] = await Promise.all([TunnelTokens.open(stores[0], 'http://gw'), TunnelTokens.open(stores[1], 'http://gw')]);
+    const token = await t1.sign({ leaseId: 'ls_1', user: 'alice', connection: 'db' }, Date.now() + 60_000);
+    assert.equal((await t2.verify(token, 'db')).leaseId, 'ls_1');
+  } finally {
+    await Promise.all(stores.map((s) => s.close()));
+  }
+});
+
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 5000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+test('postgres: lease changes made by another process are announced, also after the listener was cut', async () => {
+  const url = await freshDb();
+  const db = new URL(url).pathname.slice(1);
+  const [a, b] = await Promise.all([PgStore.open(url), PgStore.open(url)]);
+  const heard: Array<string | undefined> = [];
+  const unwatch = a.watchLeases((id) => heard.push(id));
+  const listening = () => pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'hoopctl-gateway-listen' AND query ILIKE 'LISTEN%'`).then((s) => s.trim() === '1' || undefined);
+  try {
+    await until('the listener', listening);
+    await b.createLease(lease({ id: 'ls_b1' }));
+    await until('ls_b1 announced', () => heard.includes('ls_b1'));
+    await a.createLease(lease({ id: 'ls_a1' })); // our own change: not announced to ourselves
+    await b.updateLease('ls_b1', { status: 'revoked', endReason: 'lease revoked by bob' });
+    await until('the revoke announced', () => heard.length >= 2);
+    assert.deepEqual(heard, ['ls_b1', 'ls_b1']);
+    assert.equal(await b.updateLease('ls_b1', { status: 'expired' }, { ifStatus: 'active' }), false, 'no change, no announcement');
+
+    await pg.psql(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'hoopctl-gateway-listen'`);
+    // back within about a second, with "reload everything" for what was missed meanwhile
+    await until('the reconnect', () => heard.some((h) => h === undefined), 5000);
+    await b.updateLease('ls_a1', { status: 'revoked' });
+    await until('announced again', () => heard.at(-1) === 'ls_a1');
+  } finally {
+    unwatch();
+    await Promise.all([a.close(), b.close()]);
+  }
+  assert.equal(await listening(), undefined, 'unwatch/close ends the listener connection');
+});
+
+test('two gateway processes on one PostgreSQL store: shared leases and sessions; a revoke on B closes the tunnel on A', async () => {
+  const url = await freshDb();
+  const db = new URL(url).pathname.slice(1);
+  const conns = (c: { connections: unknown[] }) => {
+    c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] }, lease: { default: '30m', max: '1h' } }];
+  };
+  let a: GatewayProc | undefined;
+  let b: GatewayProc | undefined;
+  try {
+    // started together: migrations and the tunnel-token key race; B has no password in its URL (PGPASSWORD)
+    [a, b] = await Promise.all([
+      startGatewayProc((c) => { c.store = url; conns(c); }),
+      startGatewayProc((c) => { c.store = `postgres://app@127.0.0.1:${pg.port}/${db}`; conns(c); }, { env: { PGPASSWORD: 'app-secret' } }),
+    ]);
+    for (const g of [a, b]) assert.equal(((await (await fetch(`${g.url}/healthz`)).json()) as { store: string }).store, 'postgres');
+    // the dev IdP is per replica: log in to each
+    await Promise.all([loginClient(a, 'ci', 'ci-bot', 'ci-secret'), loginClient(b, 'ci', 'ci-bot', 'ci-secret')]);
+
+    // a lease taken through B is reused through A
+    const portB = await freePort();
+    const onB = b.spawnCli(['connect', 'echo', '--port', String(portB)], { home: 'ci' });
+    const leaseId = (await onB.waitFor(/lease (ls_\w+) granted/))[1];
+    onB.kill('SIGINT');
+    assert.equal((await onB.exited).code, 0);
+    const portA = await freePort();
+    const onA = a.spawnCli(['connect', 'echo', '--port', String(portA)], { home: 'ci' });
+    assert.equal((await onA.waitFor(/lease (ls_\w+) (granted|reused)/))[0], `lease ${leaseId} reused`);
+    const held = await holdOpen(portA);
+    const echoed = new Promise<string>((r) => held.socket.once('data', (d) => r(String(d))));
+    held.socket.write('ping');
+    assert.equal(await echoed, 'ping');
+
+    // revoked through B: A closes its tunnel within ~1 s, and its connect exits 4 with the reason
+    const rv = await b.cli(['revoke', leaseId, '--json'], { home: 'ci' });
+    const revokedAt = Date.now();
+    assert.equal(rv.code, 0, rv.stderr);
+    assert.equal(JSON.parse(rv.stdout).status, 'revoked');
+    const closedAt = await held.closed;
+    assert.ok(closedAt - revokedAt < 1500, `closed ${closedAt - revokedAt} ms after the revoke returned`);
+    const r = await onA.exited;
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /lease revoked by ci-bot/);
+
+    // the session A recorded is listed through B
+    const row = await until('the session on B', async () => {
+      const rows = JSON.parse((await b!.cli(['sessions', '--json'], { home: 'ci' })).stdout) as SessionRow[];
+      return rows.find((s) => s.leaseId === leaseId && s.endedAt !== null);
+    });
+    assert.equal(row.bytesIn, 4);
+    assert.equal(row.bytesOut, 4);
+    const count = (type: string, id: string) => pg.psql(`SELECT count(*) FROM audit WHERE type = '${type}' AND lease_id = '${id}'`, { db }).then((s) => Number(s.trim()));
+    assert.equal(await count('lease.revoked', leaseId), 1);
+
+    // a lease made on A and expiring: both replicas watch it, one of them records the expiry
+    const portA2 = await freePort();
+    const short = a.spawnCli(['connect', 'echo', '--port', String(portA2), '--new-lease', '--duration', '2s'], { home: 'ci' });
+    const shortId = (await short.waitFor(/lease (ls_\w+) granted/))[1];
+    const heldShort = await holdOpen(portA2);
+    await heldShort.closed;
+    assert.equal((await short.exited).code, 4);
+    await until('the expiry recorded', async () => (await count('lease.expired', shortId)) > 0 || undefined);
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(await count('lease.expired', shortId), 1, 'one replica records the expiry');
+    const onBList = JSON.parse((await b.cli(['leases', '--json'], { home: 'ci' })).stdout) as Array<{ id: string; status: string }>;
+    assert.equal(onBList.find((l) => l.id === shortId)?.status, 'expired');
+
+    assert.ok(!a.logs().includes('app-secret'), 'the store password is never logged');
+  } finally {
+    await Promise.all([a?.stop(), b?.stop()]);
+  }
+});
+
+test('a bad store fails the start with exit 2 naming `store`, without the password', async () => {
+  const dead = await freePort();
+  const start = (store: string) => startGatewayProc((c) => { c.store = store; }).then(
+    async (gw) => { await gw.stop(); throw new Error(`gateway started with store ${store}`); },
+    (err: Error) => err.message);
+  const refused = await start(`postgres://app:s3cret-pw@127.0.0.1:${dead}/app`);
+  assert.match(refused, /exited with 2/);
+  assert.match(refused, new RegExp(`gateway\\.yaml: store: cannot open the PostgreSQL store at postgres://app:\\*\\*\\*@127\\.0\\.0\\.1:${dead}/app: .*ECONNREFUSED`));
+  assert.ok(!refused.includes('s3cret-pw'));
+  const badPassword = await start(`postgres://app:wrong-pw-123@127.0.0.1:${pg.port}/app`);
+  assert.match(badPassword, /store: cannot open the PostgreSQL store .*password authentication failed for user "app"/);
+  assert.ok(!badPassword.includes('wrong-pw-123'));
+  assert.match(await start(`postgres://app@127.0.0.1:${pg.port}/app`), /store: .*the server asks for a password: put it in the URL or in PGPASSWORD/);
+  assert.match(await start(`postgres://app:app-secret@127.0.0.1:${pg.port}/no_such_db`), /store: .*database "no_such_db" does not exist/);
+  assert.match(await start('postgres://app@127.0.0.1:5432'), /gateway\.yaml: store: names no database/);
+  // the sqlite default still dispatches
+  const s = await openStore('sqlite::memory:', '/');
+  assert.equal(s.kind, 'sqlite');
+  await s.close();
+});
