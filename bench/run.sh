@@ -14,6 +14,7 @@
 #              BENCH_PORT_OFFSET=0: add this to every port (a second run beside another one, with its own BENCH_DIR)
 #              BENCH_PROF=1: V8 CPU profiles of the gateway and each `hoopctl connect` (runs/<date>/prof/,
 #              top functions in prof-top.md; profiling slows them, so figures of such a run are not comparable)
+#              BENCH_NODE_OPTS="--trace-gc": extra node flags for the gateway and each `hoopctl connect`
 # Every listener binds 127.0.0.1 on fixed ports 27009-27451 (below the ephemeral range, so no outgoing connection holds them; checked free first); every loop is bounded;
 # every process started here is stopped on exit.
 set -uo pipefail
@@ -115,6 +116,8 @@ relay() { # name port target...  (node+node anchors; *_nb* use bufferutil, the o
 
 PROF_OPTS=()
 [ "${BENCH_PROF:-0}" = 1 ] && { mkdir -p "$RUN/prof"; PROF_OPTS=(--cpu-prof --cpu-prof-dir="$RUN/prof"); }
+# BENCH_NODE_OPTS="--trace-gc": extra node flags for the gateway and each `hoopctl connect` (their logs)
+[ -n "${BENCH_NODE_OPTS:-}" ] && read -r -a extra_opts <<< "$BENCH_NODE_OPTS" && PROF_OPTS+=("${extra_opts[@]}")
 CLI_ENV=(HOOP_CONFIG_DIR="$RUN/home" HOOP_GATEWAY="http://127.0.0.1:$P_GW" NO_COLOR=1
          DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent/hoop-bench-bus)
 
