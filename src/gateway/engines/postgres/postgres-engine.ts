@@ -95,6 +95,8 @@ interface Op {
   text: string;
   /** performance.now() when sent to the target (statements only) */
   t0: number;
+  /** performance.now() when it completed */
+  t1: number;
   /** Bind parameters of an Execute (raw: masked when recorded) */
   params: Array<string | null> | null;
   /** results recorded so far (a simple query may hold several statements) */
@@ -114,7 +116,7 @@ interface Op {
 }
 
 function newOp(kind: OpKind): Op {
-  return { kind, text: '', t0: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
+  return { kind, text: '', t0: 0, t1: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
 }
 
 const TEXT_COPY: CopyFormat = { csv: false };
@@ -162,6 +164,8 @@ class PostgresEngine implements Engine {
   private plainT: { t: Buffer; fields: Field[]; shape: ResultShape } | null = null;
 
   private readonly ops: Op[] = [];
+  /** completed statements whose events are built after the next write to the client */
+  private readonly completed: Op[] = [];
   private readonly stmts = new Map<string, StmtInfo>();
   private readonly portals = new Map<string, PortalInfo>();
   private txStatus = 0x49; // I
@@ -985,16 +989,31 @@ class PostgresEngine implements Engine {
    * gateway crashes, the target hangs) is still in the recording.
    */
   private recordCompleted(op: Op): void {
-    const ev = this.statementFields(op) as { type: string; [k: string]: unknown };
-    ev.type = 'query.completed';
-    ev.durationMs = Math.round((performance.now() - op.t0) * 1000) / 1000;
-    ev.rows = op.rows;
-    ev.tag = op.tag;
-    if (op.error) ev.error = op.error;
-    if (op.results) ev.results = op.results;
-    op.results = null;
+    op.t1 = performance.now();
     op.announced = true;
-    this.ctx.record(ev);
+    this.completed.push(op);
+  }
+
+  /**
+   * Builds the events of the statements completed since the last call. flushClient() calls it
+   * after writing to the client, so masking the statement text and building the event are not
+   * on the statement's round trip.
+   */
+  private recordCompletedOps(): void {
+    const done = this.completed;
+    for (let i = 0; i < done.length; i++) {
+      const op = done[i];
+      const ev = this.statementFields(op) as { type: string; [k: string]: unknown };
+      ev.type = 'query.completed';
+      ev.durationMs = Math.round((op.t1 - op.t0) * 1000) / 1000;
+      ev.rows = op.rows;
+      ev.tag = op.tag;
+      if (op.error) ev.error = op.error;
+      if (op.results) ev.results = op.results;
+      op.results = null;
+      this.ctx.record(ev);
+    }
+    done.length = 0;
   }
 
   private armAnnounce(): void {
@@ -1049,6 +1068,7 @@ class PostgresEngine implements Engine {
       this.targetHeld.drain = true;
       this.target?.pause();
     }
+    if (this.completed.length > 0) this.recordCompletedOps();
   }
 
   private resumeTarget(): void {
@@ -1078,7 +1098,10 @@ class PostgresEngine implements Engine {
     this.releaseKey?.();
     this.releaseKey = null;
     if (this.announceTimer) { clearTimeout(this.announceTimer); this.announceTimer = null; }
-    try { this.recordUnfinished(); } catch (err) { this.ctx.log.warn({ err }, 'recording unfinished statements failed'); }
+    try {
+      this.recordUnfinished();
+      this.recordCompletedOps();
+    } catch (err) { this.ctx.log.warn({ err }, 'recording unfinished statements failed'); }
     if (this.catalogChanged) this.catalog?.invalidate();
     const t = this.target;
     if (t && !t.destroyed) {
