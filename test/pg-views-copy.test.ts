@@ -172,6 +172,20 @@ test('COPY fails closed when its columns cannot be known', async () => {
   });
 });
 
+test('COPY with HEADER: the header row keeps the column names; the rows are masked; only the option counts', async () => {
+  await withGateway(async (gw) => {
+    const csv = await run(gw, ['copy (select id, ssn, note from customers where id = 1) to stdout with (format csv, header)']);
+    assert.deepEqual(csv, ['id,ssn,note', `1,${stars(SSN)},plain note`]);
+    const text = await run(gw, ['copy (select id, email from customers where id = 1) to stdout (format text, header on)']);
+    assert.deepEqual(text, ['id\temail', `1\t${stars(EMAIL)}`]);
+    const off = await run(gw, ['copy (select ssn from customers where id = 1) to stdout (format csv, header false)']);
+    assert.deepEqual(off, [stars(SSN)]);
+    // a column called "header" is not the option: the first row is data and is masked
+    const named = await run(gw, ['copy (select ssn as header from customers where id = 1) to stdout csv']);
+    assert.deepEqual(named, [stars(SSN)]);
+  });
+});
+
 // ---------------------------------------------------------------- derivation over views (pure)
 
 test('derivation: views expanded from their definitions, recursively, failing closed', async () => {

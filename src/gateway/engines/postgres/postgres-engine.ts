@@ -78,6 +78,8 @@ interface Result {
   copyMasked: boolean[] | null;
   copyFormat: CopyFormat;
   copyRefused: boolean;
+  /** the next CopyData row is COPY's header (column names): no column rules, detectors still apply */
+  copyHeader: boolean;
 }
 
 type OpKind = 'simple' | 'function' | 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'synthetic';
@@ -124,7 +126,7 @@ const TEXT_COPY: CopyFormat = { csv: false };
 const ANNOUNCE_MS = 500;
 
 function newResult(): Result {
-  return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyFormat: TEXT_COPY, copyRefused: false };
+  return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyFormat: TEXT_COPY, copyRefused: false, copyHeader: false };
 }
 
 /** COPY's output options from the statement text (FORMAT csv / CSV, DELIMITER, NULL). */
@@ -783,7 +785,9 @@ class PostgresEngine implements Engine {
         const res = op?.res;
         if (mask && res) {
           if (res.copyRefused) return;
-          const m = maskCopyData(buf, start, end, res.copyMasked, res.copyFormat, mask, this.maskCounter, this.screen);
+          const header = res.copyHeader;
+          res.copyHeader = false;
+          const m = maskCopyData(buf, start, end, header ? null : res.copyMasked, res.copyFormat, mask, this.maskCounter, this.screen);
           this.takeMaskCount();
           if (m) { out.push(m); return; }
         }
@@ -915,6 +919,7 @@ class PostgresEngine implements Engine {
     const mask = this.policy!.mask!;
     res.copyFormat = copyFormat(op.text);
     if (!mask.columnRules) return;
+    res.copyHeader = this.policy!.copyHeader(op.text);
     // every field gets the column rules until (unless) the columns are known
     res.copyMasked = new Array(ncols).fill(true);
     if (!this.catalog) return;

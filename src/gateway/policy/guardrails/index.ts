@@ -8,6 +8,7 @@ import { initParser } from './parser.ts';
 import { GuardrailSessionState } from './session.ts';
 
 export type { Verdict } from './judge.ts';
+export { copyOutOptions, type CopyOutOptions } from './copy-options.ts';
 export { outputDerivation, viewColumnsMasked, type Derivation, type Relations, type ViewDef } from './derivation.ts';
 
 /** The compiled rules of one connection. Share it between all sessions of that connection. */
