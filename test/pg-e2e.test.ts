@@ -38,6 +38,8 @@ before(async () => {
   db = await startPostgres();
   await db.psql(SEED, { db: 'app', user: 'app' });
   gw = await startGatewayProc((c) => {
+    // pings every second: the long-running query below outlives several of them
+    (c as Record<string, unknown>).tunnel_keepalive = '1s';
     c.connections = [
       { name: 'app', type: 'postgres', target: { host: '127.0.0.1', port: db.port, database: 'app', user: 'app', password_env: 'APP_PW', sslmode: 'disable' }, access: { groups: ['ci'] }, ...policy },
       { name: 'app-short', type: 'postgres', target: { host: '127.0.0.1', port: db.port, database: 'app', user: 'app', password_env: 'APP_PW', sslmode: 'disable' }, access: { groups: ['ci'] }, lease: { default: '4s', max: '4s' } },
@@ -111,6 +113,13 @@ test('node-postgres: parameters, transactions, cursors, LISTEN/NOTIFY, unique vi
   } finally {
     await c.end();
   }
+});
+
+test('a long-running query survives: no idle cut-off while the target works (several keepalive periods)', async () => {
+  const t0 = Date.now();
+  const r = await psql('-At', '-c', "select pg_sleep(3.5), 'still here'");
+  assert.equal(r.stdout.trim(), '|still here', r.stderr);
+  assert.ok(Date.now() - t0 >= 3400, 'the query ran for its full time');
 });
 
 test('cancel through the tunnel: a CancelRequest on a new tunnelled connection stops pg_sleep', async () => {
