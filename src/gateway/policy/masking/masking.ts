@@ -125,33 +125,46 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
     else if (ch === 61 || ch === 58) keyValue = true;
   }
   if (run > maxRun) maxRun = run;
-  if (!anyDetectorCould(c, len, digits, letters, dots, dashes, at, keyValue, maxRun, maxDigitRun)) return value;
+  const could = detectorsThatCould(c, len, digits, letters, dots, dashes, at, keyValue, maxRun, maxDigitRun);
+  if (could === 0) return value;
   // order matters: secrets first (a URL password looks like an email's local part), IBAN
   // before cards (its digits can pass Luhn), SSN before phone (`012-34-5678` fits both)
   let out = value;
-  // every token format has a 16+ character word; key=value, URLs and PEM blocks have = : or -----
-  if (c.secret && len >= 10 && (maxRun >= 16 || (keyValue && letters >= 3) || dashes >= 5)) out = maskSecrets(out, counter);
-  if (c.iban && digits >= 2 && letters >= 2 && len >= 15) out = maskIbans(out, counter);
-  if (c.card && maxDigitRun >= 13) out = maskCards(out, counter);
-  if (c.ssn && maxDigitRun >= 9 && dashes >= 2) out = maskSsns(out, counter);
-  if (c.phone && digits >= 8) out = maskPhones(out, counter);
-  if (c.ipv4 && digits >= 4 && dots >= 3) out = maskIpv4s(out, counter);
-  if (c.email && at) out = maskEmails(out, counter);
+  if (could & D_SECRET) out = maskSecrets(out, counter);
+  if (could & D_IBAN) out = maskIbans(out, counter);
+  if (could & D_CARD) out = maskCards(out, counter);
+  if (could & D_SSN) out = maskSsns(out, counter);
+  if (could & D_PHONE) out = maskPhones(out, counter);
+  if (could & D_IPV4) out = maskIpv4s(out, counter);
+  if (could & D_EMAIL) out = maskEmails(out, counter);
   return out;
 }
 
+const D_SECRET = 1;
+const D_IBAN = 2;
+const D_CARD = 4;
+const D_SSN = 8;
+const D_PHONE = 16;
+const D_IPV4 = 32;
+const D_EMAIL = 64;
+
 /**
- * The pre-checks of every detector, on the counts of one pass over the value: a detector whose
- * check fails cannot match. Each check only asks for a count to reach a bound.
+ * The pre-checks of every detector, on the counts of one pass over the value (the string pass
+ * of `maskContent` or the byte pass of `contentMayMatch`: one definition, so the byte pass can
+ * never skip a value the string pass would mask). A detector whose bit is clear cannot match;
+ * each check only asks for a count to reach a bound.
  */
-function anyDetectorCould(c: Compiled, len: number, digits: number, letters: number, dots: number, dashes: number, at: boolean, keyValue: boolean, maxRun: number, maxDigitRun: number): boolean {
-  return (c.secret && len >= 10 && (maxRun >= 16 || (keyValue && letters >= 3) || dashes >= 5))
-    || (c.iban && digits >= 2 && letters >= 2 && len >= 15)
-    || (c.card && maxDigitRun >= 13)
-    || (c.ssn && maxDigitRun >= 9 && dashes >= 2)
-    || (c.phone && digits >= 8)
-    || (c.ipv4 && digits >= 4 && dots >= 3)
-    || (c.email && at);
+function detectorsThatCould(c: Compiled, len: number, digits: number, letters: number, dots: number, dashes: number, at: boolean, keyValue: boolean, maxRun: number, maxDigitRun: number): number {
+  let could = 0;
+  // every token format has a 16+ character word; key=value, URLs and PEM blocks have = : or -----
+  if (c.secret && len >= 10 && (maxRun >= 16 || (keyValue && letters >= 3) || dashes >= 5)) could |= D_SECRET;
+  if (c.iban && digits >= 2 && letters >= 2 && len >= 15) could |= D_IBAN;
+  if (c.card && maxDigitRun >= 13) could |= D_CARD;
+  if (c.ssn && maxDigitRun >= 9 && dashes >= 2) could |= D_SSN;
+  if (c.phone && digits >= 8) could |= D_PHONE;
+  if (c.ipv4 && digits >= 4 && dots >= 3) could |= D_IPV4;
+  if (c.email && at) could |= D_EMAIL;
+  return could;
 }
 
 /**
@@ -200,7 +213,7 @@ export function contentMayMatch(m: CompiledMasking, buf: Uint8Array, start: numb
     else if (ch === 92 || ch === 34) return true;
   }
   if (run > maxRun) maxRun = run;
-  return anyDetectorCould(c, end - start, digits, letters, dots, dashes, at, keyValue, maxRun, maxDigitRun);
+  return detectorsThatCould(c, end - start, digits, letters, dots, dashes, at, keyValue, maxRun, maxDigitRun) !== 0;
 }
 
 /**
