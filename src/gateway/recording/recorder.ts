@@ -64,19 +64,17 @@ export class Recorder {
    * hand over events they no longer change.
    */
   record(event: RecordEvent): void {
-    this.#raw.push({ sessionId: this.#sessionId, seq: ++this.#seq, at: Date.now(), event: '', hash: '' }, event);
-    if (this.#raw.length === 2) setImmediate(this.#serialize);
+    this.#raw.push([{ sessionId: this.#sessionId, seq: ++this.#seq, at: Date.now(), event: '', hash: '' }, event]);
+    if (this.#raw.length === 1) setImmediate(this.#serialize);
   }
 
-  /** events queued by record(), as pairs (entry without its JSON, the event) */
-  #raw: Array<RecordingEntry | RecordEvent> = [];
+  /** events queued by record(): each entry (its JSON still to come) with its event */
+  #raw: Array<[RecordingEntry, RecordEvent]> = [];
   readonly #serialize = (): void => {
     const raw = this.#raw;
     if (!raw.length) return;
     this.#raw = [];
-    for (let i = 0; i < raw.length; i += 2) {
-      const entry = raw[i] as RecordingEntry;
-      const event = raw[i + 1] as RecordEvent;
+    for (const [entry, event] of raw) {
       try {
         entry.event = JSON.stringify(event);
       } catch (err) {
