@@ -25,9 +25,16 @@ export const MAX_PAUSE_MS = 3000;
 
 export interface RecordingEntryView { sessionId: string; seq: number; at: number; event: string; hash: string }
 export interface RecordingView { session: SessionView; entries: RecordingEntryView[] }
+export type ChainCheck = { ok: true; entries: number } | { ok: false; seq: number; problem: string };
 
-export async function fetchRecording(gw: GatewayClient, id: string): Promise<RecordingView> {
-  return gw.request<RecordingView>('GET', `/api/sessions/${encodeURIComponent(id)}/recording`);
+/**
+ * A session's recording with its hash chain checked here, on the client, rather than taking the
+ * gateway's word for it (an ended session's recording must also end with its closing entry).
+ */
+export async function fetchVerifiedRecording(gw: GatewayClient, id: string): Promise<RecordingView & { check: ChainCheck }> {
+  const rec = await gw.request<RecordingView>('GET', `/api/sessions/${encodeURIComponent(id)}/recording`);
+  const { verifyChain } = await import('../../gateway/recording/recorder.ts');
+  return { ...rec, check: verifyChain(rec.entries, { ended: rec.session.endedAt !== null }) };
 }
 
 interface Opts { speed?: string; timing?: boolean; format?: string; gateway?: string; json?: boolean }
@@ -172,11 +179,9 @@ export default async function replay(id: string, opts: Opts): Promise<number> {
   if (format === 'json') out.json = true;
   const speed = parseSpeed(opts.speed);
   const gw = await authedClient(opts.gateway);
-  const { session, entries } = await fetchRecording(gw, id);
+  const { session, entries, check } = await fetchVerifiedRecording(gw, id);
 
   // replaying is not verifying, but nobody should watch an altered recording unawares
-  const { verifyChain } = await import('../../gateway/recording/recorder.ts');
-  const check = verifyChain(entries, { ended: session.endedAt !== null });
   if (!check.ok) info(`warning: the recording of ${session.id} was altered (${check.problem}); run \`hoopctl sessions verify ${session.id}\``);
 
   // `hoopctl replay … | head` closes the pipe mid-replay: stop quietly

@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import { authedClient } from '../../client/auth.ts';
 import { ExitCode } from '../../errors.ts';
 import { out, printJson, line } from '../output.ts';
-import { fetchRecording } from './replay.ts';
+import { fetchVerifiedRecording } from './replay.ts';
 
 type Opts = { gateway?: string; json?: boolean };
 
@@ -20,9 +20,7 @@ export default async function sessionsVerify(id: string, _own: Opts, cmd: Comman
   const opts = cmd.optsWithGlobals<Opts>();
   if (opts.json) out.json = true;
   const gw = await authedClient(opts.gateway);
-  const { session, entries } = await fetchRecording(gw, id);
-  const { verifyChain } = await import('../../gateway/recording/recorder.ts');
-  const r = verifyChain(entries, { ended: session.endedAt !== null });
+  const { session, entries, check: r } = await fetchVerifiedRecording(gw, id);
   if (out.json) {
     printJson(r.ok ? { session: session.id, ok: true, entries: entries.length } : { session: session.id, ok: false, entries: entries.length, problem: r.problem, seq: r.seq });
     return r.ok ? ExitCode.ok : ExitCode.target;
