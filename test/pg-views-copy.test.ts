@@ -178,6 +178,9 @@ test('COPY with HEADER: the header row keeps the column names; the rows are mask
     assert.deepEqual(csv, ['id,ssn,note', `1,${stars(SSN)},plain note`]);
     const text = await run(gw, ['copy (select id, email from customers where id = 1) to stdout (format text, header on)']);
     assert.deepEqual(text, ['id\temail', `1\t${stars(EMAIL)}`]);
+    // options as the server reads them: an escaped delimiter, a NULL marker
+    const delim = await run(gw, ["copy (select id, ssn, null::text as n from customers where id = 1) to stdout with (format csv, delimiter E'\\x3b', null 'NIL', header)"]);
+    assert.deepEqual(delim, ['id;ssn;n', `1;${stars(SSN)};NIL`]);
     const off = await run(gw, ['copy (select ssn from customers where id = 1) to stdout (format csv, header false)']);
     assert.deepEqual(off, [stars(SSN)]);
     // a column called "header" is not the option: the first row is data and is masked

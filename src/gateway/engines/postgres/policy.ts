@@ -48,8 +48,8 @@ export interface Policy {
   mask: MaskFns | null;
   /** per output column of the statement's last result: derived from a masked column or not (views expanded with `relations`) */
   derive(sql: string, relations?: Relations | null): Derivation | null;
-  /** whether the first row of the statement's COPY TO STDOUT output is a header (column names) */
-  copyHeader(sql: string): boolean;
+  /** the statement's COPY TO STDOUT options from its parse tree; null when the parser is not loaded or cannot tell */
+  copyOptions(sql: string): (CopyFormat & { header: boolean }) | null;
 }
 
 const compiled = new WeakMap<ConnectionConfig, Promise<Policy>>();
@@ -76,7 +76,7 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
   if (guardrails) await guardrails.initGuardrails();
   let mask: MaskFns | null = null;
   let derive: Policy['derive'] = () => null;
-  const copyHeader: Policy['copyHeader'] = (sql) => (guardrails ? guardrails.copyOutOptions(sql)?.header ?? false : false);
+  const copyOptions: Policy['copyOptions'] = (sql) => (guardrails ? guardrails.copyOutOptions(sql) : null);
   if (masking && m?.active) {
     const columnMatches = (name: string) => masking.columnMatches(m, name);
     mask = {
@@ -102,5 +102,5 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
       return (sql, statementName) => session.judge(sql, statementName);
     };
   }
-  return { newJudge, mask, derive, copyHeader };
+  return { newJudge, mask, derive, copyOptions };
 }

@@ -129,7 +129,7 @@ function newResult(): Result {
   return { tBuf: null, tStart: 0, tEnd: 0, fields: null, shape: null, formats: undefined, rows: 0, rec: null, truncated: false, copyMasked: null, copyFormat: TEXT_COPY, copyRefused: false, copyHeader: false };
 }
 
-/** COPY's output options from the statement text (FORMAT csv / CSV, DELIMITER, NULL). */
+/** COPY's output options from the statement text (FORMAT csv / CSV, DELIMITER, NULL), for a connection without the SQL parser. */
 function copyFormat(text: string): CopyFormat {
   const tail = text.replace(/^[\s\S]*\bto\s+stdout\b/i, '');
   const csv = /\bcsv\b/i.test(tail);
@@ -917,9 +917,11 @@ class PostgresEngine implements Engine {
 
   private planCopy(op: Op, res: Result, ncols: number): void {
     const mask = this.policy!.mask!;
-    res.copyFormat = copyFormat(op.text);
+    // the parse tree when the parser is loaded (guardrails or column rules), else the text
+    const options = this.policy!.copyOptions(op.text);
+    res.copyFormat = options ?? copyFormat(op.text);
     if (!mask.columnRules) return;
-    res.copyHeader = this.policy!.copyHeader(op.text);
+    res.copyHeader = options?.header ?? false;
     // every field gets the column rules until (unless) the columns are known
     res.copyMasked = new Array(ncols).fill(true);
     if (!this.catalog) return;
