@@ -1,14 +1,17 @@
 /**
- * The local end of a tunnel: a TCP listener on 127.0.0.1; each accepted connection opens one
- * WebSocket to the gateway's /tunnel/<connection>, proven by a short-lived tunnel token bound to
- * the lease (fetched ahead of expiry, shared by concurrent connections so setup costs no extra
- * round trip), and bytes flow both ways through wsDuplex's bridge (backpressure, half-close,
- * TCP_NODELAY): each socket read becomes one frame and each frame one socket write.
+ * The local end of a tunnel: a TCP listener on 127.0.0.1; accepted connections ride a WebSocket to
+ * the gateway's /tunnel/<connection>, proven by a short-lived tunnel token bound to the lease
+ * (fetched ahead of expiry, shared by concurrent connections so setup costs no extra round trip).
+ * By default one WebSocket carries all of them as streams (src/shared/mux.ts: fewer system calls
+ * per query, no handshake per connection); HOOP_TUNNEL_MUX=0, or a gateway without the
+ * subprotocol, gives each connection its own WebSocket. Bytes flow both ways through wsDuplex's
+ * bridge (backpressure, half-close, TCP_NODELAY).
  */
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { WebSocket, type ClientOptions } from 'ws';
 import { wsDuplex, TunnelClosed, CloseCode, type BridgeCounters } from '../shared/ws-duplex.ts';
+import { MuxChannel, MUX_PROTOCOL } from '../shared/mux.ts';
 import { isLoopback, type GatewayClient } from './gateway-client.ts';
 
 export interface LeaseInfo { id: string; connection: string; status: string; expires_at: string; user: string }
@@ -45,6 +48,9 @@ export class LocalTunnel extends EventEmitter {
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
   readonly #websockets = new Set<WebSocket>();
+  /** multiplex connections over one WebSocket (src/shared/mux.ts); HOOP_TUNNEL_MUX=0 opens one per connection */
+  #useMux = process.env.HOOP_TUNNEL_MUX !== '0';
+  #mux: { ws: WebSocket; channel?: MuxChannel; waiting: net.Socket[] } | undefined;
   #token: TunnelToken | undefined;
   #tokenPending: Promise<TunnelToken> | undefined;
   readonly #wsUrl: string;
@@ -130,7 +136,49 @@ export class LocalTunnel extends EventEmitter {
 
   #open(socket: net.Socket, wsOptions: ClientOptions): void {
     if (socket.destroyed) return;
+    if (this.#useMux) return this.#openMux(socket, wsOptions);
     const ws = new WebSocket(this.#wsUrl, wsOptions);
+    this.#watch(ws, () => [socket]);
+    ws.once('open', () => {
+      (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
+      this.#bridge(socket, ws);
+    });
+  }
+
+  /** the connection becomes a stream of the shared multiplexed WebSocket, opened on first use */
+  #openMux(socket: net.Socket, wsOptions: ClientOptions): void {
+    const m = this.#mux;
+    if (m?.channel) return this.#bridge(socket, m.channel.open() as unknown as WebSocket);
+    if (m) return void m.waiting.push(socket);
+    const ws = new WebSocket(this.#wsUrl, [MUX_PROTOCOL], wsOptions);
+    const mux: { ws: WebSocket; channel?: MuxChannel; waiting: net.Socket[] } = { ws, waiting: [socket] };
+    this.#mux = mux;
+    const drop = () => { if (this.#mux === mux) this.#mux = undefined; };
+    this.#watch(ws, () => mux.waiting.splice(0), (err) => {
+      drop();
+      // a gateway that does not multiplex: one WebSocket per connection from now on
+      if (!/subprotocol/i.test(err.message)) return false;
+      this.#useMux = false;
+      for (const s of mux.waiting.splice(0)) this.#open(s, wsOptions);
+      return true;
+    });
+    ws.once('open', () => {
+      (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
+      const ch = (mux.channel = new MuxChannel(ws));
+      for (const s of mux.waiting.splice(0)) if (!s.destroyed) this.#bridge(s, ch.open() as unknown as WebSocket);
+    });
+    ws.once('close', (code: number, reason: Buffer) => {
+      drop();
+      if (code === CloseCode.leaseExpired || code === CloseCode.leaseRevoked)
+        this.emit('lease-ended', { reason: reason.toString() || 'lease ended', code } satisfies LeaseEnded);
+    });
+  }
+
+  /**
+   * Reports a refused or failed WebSocket handshake and drops the connections that waited for it;
+   * `retry` may take over a failure instead (returns true).
+   */
+  #watch(ws: WebSocket, waiting: () => net.Socket[], retry?: (err: Error) => boolean): void {
     this.#websockets.add(ws);
     ws.once('close', () => this.#websockets.delete(ws));
     ws.once('unexpected-response', (_req, res) => {
@@ -140,29 +188,34 @@ export class LocalTunnel extends EventEmitter {
         let body: { error?: string; message?: string } = {};
         try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
         const err = Object.assign(new Error(body.message ?? `gateway refused the tunnel: HTTP ${res.statusCode}`), { status: res.statusCode, code: body.error });
+        this.#websockets.delete(ws);
+        if (this.#mux?.ws === ws) this.#mux = undefined;
         this.stats.refused++;
         this.emit('refused', err);
         if (res.statusCode === 403 && /^lease_/.test(body.error ?? '')) this.emit('lease-ended', { reason: err.message, code: CloseCode.leaseExpired } satisfies LeaseEnded);
         if (res.statusCode === 401) this.#token = undefined;
-        socket.destroy();
+        for (const s of waiting()) s.destroy();
       });
     });
+    let opened = false;
+    ws.once('open', () => { opened = true; });
     ws.once('error', (err) => {
-      if (ws.readyState !== ws.OPEN) {
-        this.emit('refused', err);
-        socket.destroy();
-      }
+      if (opened) return; // a failure after the handshake closes the streams, which say why
+      if (retry?.(err)) return;
+      this.emit('refused', err);
+      for (const s of waiting()) s.destroy();
     });
-    ws.once('open', () => {
-      (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
-      const stream = wsDuplex(ws);
-      stream.bridge(socket, this.#counters).then(() => stream.destroy(), (err: Error) => {
-        if (err instanceof TunnelClosed && (err.code === CloseCode.leaseExpired || err.code === CloseCode.leaseRevoked))
-          this.emit('lease-ended', { reason: err.reason, code: err.code } satisfies LeaseEnded);
-        else if (err instanceof TunnelClosed) this.emit('closed-with-error', err);
-        // a local client's reset (or any socket error) closes the tunnel normally
-        stream.destroy();
-      });
+  }
+
+  /** relays one local connection through a tunnel stream (a WebSocket, or a stream of the shared one) */
+  #bridge(socket: net.Socket, ws: WebSocket): void {
+    const stream = wsDuplex(ws);
+    stream.bridge(socket, this.#counters).then(() => stream.destroy(), (err: Error) => {
+      if (err instanceof TunnelClosed && (err.code === CloseCode.leaseExpired || err.code === CloseCode.leaseRevoked))
+        this.emit('lease-ended', { reason: err.reason, code: err.code } satisfies LeaseEnded);
+      else if (err instanceof TunnelClosed) this.emit('closed-with-error', err);
+      // a local client's reset (or any socket error) closes the tunnel normally
+      stream.destroy();
     });
   }
 

@@ -53,6 +53,9 @@ export function dialTarget(conn: ConnectionConfig, timeoutMs = 10_000): Promise<
 
 export async function runSession(deps: SessionDeps, lease: Lease, conn: ConnectionConfig, groups: string[], stream: WsDuplex): Promise<void> {
   const { store, audit, leases, sessionRows } = deps;
+  // a tunnel failure (an oversized frame, a reset) may come before the engine listens: it ends the
+  // stream, which ends the session below; it must never be an unhandled 'error'
+  stream.on('error', () => {});
   const id = `se_${randomUUID().replaceAll('-', '').slice(0, 20)}`;
   let logger: Logger | undefined;
   const getLog = () => (logger ??= deps.log.child({ session: id, lease: lease.id, connection: conn.name }));

@@ -1,25 +1,35 @@
 /**
  * WebSocket upgrades on `/tunnel/<connection>`: the tunnel token is checked BEFORE the handshake
- * completes (a refused upgrade gets a plain HTTP status and a JSON reason the CLI prints), then
- * one WebSocket carries one client TCP connection into a session.
+ * completes (a refused upgrade gets a plain HTTP status and a JSON reason the CLI prints). With the
+ * subprotocol MUX_PROTOCOL (the CLI's default) the WebSocket carries every TCP connection of one
+ * `hoopctl connect` as streams (src/shared/mux.ts), each stream a session, each checked against
+ * the lease when it opens, and the WebSocket closes with the lease; without it, one WebSocket
+ * carries one TCP connection. Sessions see the same stream interface either way.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AccessDenied, NotFound, AuthError, toHoopError } from '../../errors.ts';
-import { wsDuplex, CloseCode } from '../../shared/ws-duplex.ts';
+import { wsDuplex, CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
+import { MuxChannel, MUX_PROTOCOL, type MuxStream } from '../../shared/mux.ts';
 import { bearer } from '../api.ts';
+import type { Lease } from '../store/store.ts';
 import type { TunnelTokens } from '../session/tunnel-token.ts';
 import { runSession, type SessionDeps } from '../session/run-session.ts';
 
 /** a single frame larger than this closes the tunnel with 1009 (ws maxPayload) */
 export const MAX_FRAME = 4 * 1024 * 1024;
+/** a multiplexed WebSocket closes this long after its lease ended (its sessions say goodbye first) */
+const LEASE_CLOSE_MS = 300;
 
 export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTokens }) {
   /** sessions still running: shutdown waits for them to write their last rows */
   const sessions = new Set<Promise<void>>();
   // only "eof" travels as text, and it is compared byte for byte: no UTF-8 validation needed
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, skipUTF8Validation: true, clientTracking: true });
+  const wss = new WebSocketServer({
+    noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, skipUTF8Validation: true, clientTracking: true,
+    handleProtocols: (protocols) => (protocols.has(MUX_PROTOCOL) ? MUX_PROTOCOL : false),
+  });
 
   // keepalive: ping every tunnel so idle tunnels survive proxies; a peer that misses two pings is gone
   const alive = new WeakMap<WebSocket, boolean>();
@@ -39,6 +49,16 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
     socket.end(`HTTP/1.1 ${e.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
 
+  function start(stream: WsDuplex, lease: Lease): void {
+    const conn = deps.cfg.connections.find((c) => c.name === lease.connection)!;
+    const running = runSession(deps, lease, conn, lease.groups, stream).catch((err) => {
+      deps.log.error({ err }, 'session failed');
+      stream.closeWith(CloseCode.engineError, 'gateway error');
+    });
+    sessions.add(running);
+    void running.finally(() => sessions.delete(running));
+  }
+
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => {});
     try {
@@ -56,17 +76,25 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
       }
       if (lease.user !== claims.user) throw new AuthError('tunnel_token_invalid', 'tunnel token does not belong to the lease owner');
       if (lease.connection !== name) throw new AccessDenied(`lease ${lease.id} is for connection "${lease.connection}"`, { code: 'tunnel_token_wrong_connection' });
+      const leaseId = lease.id;
       wss.handleUpgrade(req, socket, head, (ws) => {
         alive.set(ws, true);
         ws.on('pong', () => alive.set(ws, true));
         (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
-        const stream = wsDuplex(ws);
-        const running = runSession(deps, lease, conn, lease.groups, stream).catch((err) => {
-          deps.log.error({ err }, 'session failed');
-          stream.closeWith(CloseCode.engineError, 'gateway error');
+        if (ws.protocol !== MUX_PROTOCOL) return start(wsDuplex(ws), lease);
+        new MuxChannel(ws, (s: MuxStream) => {
+          // a MuxStream stands in for the WebSocket (see mux.ts)
+          const stream = wsDuplex(s as unknown as WebSocket);
+          const current = deps.leases.activeLease(leaseId);
+          if (current) start(stream, current);
+          else stream.closeWith(CloseCode.leaseExpired, `lease ${leaseId} has ended`);
         });
-        sessions.add(running);
-        void running.finally(() => sessions.delete(running));
+        // the WebSocket ends with its lease, after the sessions' goodbyes (run-session.ts), so an
+        // idle `hoopctl connect` learns of an expiry or a revocation at once
+        const release = deps.leases.hold(leaseId, {
+          close(code, reason) { setTimeout(() => { if (ws.readyState === ws.OPEN) ws.close(code, reason); }, LEASE_CLOSE_MS).unref(); },
+        });
+        ws.once('close', release);
       });
     } catch (err) {
       refuse(socket, err);
