@@ -164,7 +164,7 @@ export class LocalTunnel extends EventEmitter {
     });
     ws.once('open', () => {
       (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
-      const ch = (mux.channel = new MuxChannel(ws));
+      const ch = (mux.channel = new MuxChannel(ws, { writer: maskNeeded(this.#wsUrl) ? 'ws' : 'zero-mask' }));
       for (const s of mux.waiting.splice(0)) if (!s.destroyed) this.#bridge(s, ch.open() as unknown as WebSocket);
     });
     ws.once('close', (code: number, reason: Buffer) => {

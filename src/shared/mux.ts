@@ -39,15 +39,29 @@ const OPEN = 1;
 const DATA = 2;
 const EOF = 3;
 const CLOSE = 4;
-const WINDOW = 5;
+const WINDOW_FRAME = 5;
 const HDR = 9;
 
-/** the receiver returns credit once this much has been delivered */
-const CREDIT_STEP = 64 * 1024;
+/**
+ * Flow control. A stream's writer waits while more than WINDOW bytes are uncredited (wsDuplex reads
+ * it as the fake socket's `tunnelWindow`). The receiver credits what it delivered every
+ * CREDIT_STEP bytes, and a stream that fills its steps fast (a bulk transfer) is granted extra
+ * window beyond what it delivered, up to MAX_EXTRA, out of a budget of CHANNEL_EXTRA per
+ * WebSocket returned when the stream closes. Why: a fixed 256 KB window held bulk transfers to a
+ * third of their speed (credits need a turn of both event loops), while a fixed 8 MB one lets
+ * every stalled connection park 8 MB in the gateway; this way what stalled connections can hold is
+ * bounded by connections × WINDOW + CHANNEL_EXTRA.
+ */
+const WINDOW = Number(process.env.HOOP_MUX_WINDOW_KB ?? 256) * 1024;
+const CREDIT_STEP = WINDOW / 4;
 /** a sender's 'drain' fires when its uncredited bytes fall below this */
-const DRAIN_BELOW = 128 * 1024;
+const DRAIN_BELOW = WINDOW / 2;
+const MAX_EXTRA = 8 * 1024 * 1024;
+const CHANNEL_EXTRA = 32 * 1024 * 1024;
+/** a stream whose credit steps come this close together (ms) is streaming: its window grows */
+const FAST_STEP_MS = 1;
 /** what a paused stream may hold before the peer is deemed to ignore flow control */
-const MAX_QUEUED = 8 * 1024 * 1024;
+const MAX_QUEUED = WINDOW + MAX_EXTRA + 4 * 1024 * 1024;
 /** frames queued beyond this are sent at once rather than at the end of the loop turn */
 const FLUSH_AT = 1024 * 1024;
 const BINARY = { binary: true, compress: false } as const;
@@ -58,7 +72,9 @@ type Queued = Buffer | 'eof' | { code: number; reason: string };
 
 /** what wsDuplex reads from `ws._socket`: the backlog and its 'drain' */
 class CreditGauge extends EventEmitter {
+  /** bytes sent and not yet credited */
   writableLength = 0;
+  readonly tunnelWindow = WINDOW;
   cork(): void {}
   uncork(): void {}
   setNoDelay(): void {}
@@ -76,7 +92,11 @@ export class MuxStream extends EventEmitter {
   #paused = false;
   #queue: Queued[] = [];
   #queued = 0;
-  #uncredited = 0;
+  /** delivered, not yet credited */
+  #owed = 0;
+  /** window granted beyond what was delivered (taken from the channel's budget) */
+  #extra = 0;
+  #lastStep = 0;
 
   constructor(ch: MuxChannel, id: number) {
     super();
@@ -144,16 +164,26 @@ export class MuxStream extends EventEmitter {
   _credit(n: number): void {
     const g = this._socket;
     const before = g.writableLength;
-    g.writableLength = Math.max(0, before - n);
+    g.writableLength = before - n; // below zero: window granted ahead
     if (before >= DRAIN_BELOW && g.writableLength < DRAIN_BELOW) g.emit('drain');
   }
 
   #deliver(b: Buffer): void {
-    if ((this.#uncredited += b.length) >= CREDIT_STEP) {
-      this.#ch.frame(WINDOW, this.id, u32(this.#uncredited));
-      this.#uncredited = 0;
-    }
+    if ((this.#owed += b.length) >= CREDIT_STEP) this.#credit();
     this.emit('message', b, true);
+  }
+
+  #credit(): void {
+    let give = this.#owed;
+    this.#owed = 0;
+    const now = Date.now();
+    if (now - this.#lastStep <= FAST_STEP_MS && this.#extra < MAX_EXTRA) {
+      const grow = this.#ch.takeBudget(Math.min(2 * CREDIT_STEP, MAX_EXTRA - this.#extra));
+      this.#extra += grow;
+      give += grow;
+    }
+    this.#lastStep = now;
+    this.#ch.frame(WINDOW_FRAME, this.id, u32(give));
   }
 
   #fail(why: string): void {
@@ -164,10 +194,35 @@ export class MuxStream extends EventEmitter {
     if (this.readyState === 3) return;
     this.readyState = 3;
     this.#queue = [];
-    this.#ch.forget(this.id);
+    this.#ch.forget(this.id, this.#extra);
+    this.#extra = 0;
     // asynchronous, as ws's own 'close'
     process.nextTick(() => this.emit('close', code, Buffer.from(reason)));
   }
+}
+
+/**
+ * A binary WebSocket frame header (RFC 6455 5.2) for a `len`-byte message, with room for `extra`
+ * bytes behind it: FIN + opcode 2, the length, and for a client an all-zero masking key (a key of
+ * zeros leaves the payload as it is).
+ */
+function wsHeader(len: number, masked: boolean, extra: number): Buffer {
+  const lenBytes = len < 126 ? 0 : len < 65536 ? 2 : 8;
+  const size = 2 + lenBytes + (masked ? 4 : 0);
+  const b = Buffer.allocUnsafe(size + extra);
+  b[0] = 0x82;
+  const m = masked ? 0x80 : 0;
+  if (lenBytes === 0) b[1] = m | len;
+  else if (lenBytes === 2) {
+    b[1] = m | 126;
+    b.writeUInt16BE(len, 2);
+  } else {
+    b[1] = m | 127;
+    b.writeUInt32BE(0, 2);
+    b.writeUInt32BE(len, 6);
+  }
+  if (masked) b.writeUInt32BE(0, 2 + lenBytes);
+  return b;
 }
 
 function u32(n: number): Buffer {
@@ -184,21 +239,37 @@ function closePayload(code: number, reason: string): Buffer {
   return b;
 }
 
+/**
+ * How the channel puts messages on the wire: through ws's Sender (`ws`), or as WebSocket frames
+ * written straight to the socket: `server` (unmasked) or `zero-mask` (a client whose peer accepts
+ * the all-zero key, see src/client/tunnel.ts). The straight path lets a large DATA payload go out
+ * as its own message without being copied behind its header (header and payload leave in one
+ * writev); ws.send() takes one buffer per message, so prepending costs a copy of every payload.
+ */
+export type FrameWriter = 'ws' | 'server' | 'zero-mask';
+
+/** DATA payloads from this size travel as a message of their own (no copy, see FrameWriter) */
+const OWN_MESSAGE = 16 * 1024;
+
 export class MuxChannel {
   readonly ws: WebSocket;
   readonly #streams = new Map<number, MuxStream>();
   readonly #onOpen: ((s: MuxStream) => void) | undefined;
-  #out: Buffer[] = [];
+  readonly #writer: FrameWriter;
+  /** queued messages, each a list of frame pieces; the last one takes further small frames */
+  #out: Buffer[][] = [[]];
   #outLen = 0;
   #scheduled = false;
   #nextId = 1;
   #lastPeerId = 0;
   #closed = false;
+  #budget = CHANNEL_EXTRA;
 
   /** `onOpen` (the gateway's side) receives each stream the peer opens; without it, OPEN is refused */
-  constructor(ws: WebSocket, onOpen?: (s: MuxStream) => void) {
+  constructor(ws: WebSocket, opts: { onOpen?: (s: MuxStream) => void; writer?: FrameWriter } = {}) {
     this.ws = ws;
-    this.#onOpen = onOpen;
+    this.#onOpen = opts.onOpen;
+    this.#writer = opts.writer ?? 'ws';
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary) return this.#fail('text message on a multiplexed tunnel');
       this.#read(data);
@@ -223,19 +294,25 @@ export class MuxChannel {
     return s;
   }
 
-  /** queues one frame; everything queued in this turn of the event loop leaves as one message */
+  /** queues one frame; everything queued in this turn of the event loop leaves in one system call */
   frame(type: number, id: number, payload?: Buffer): void {
     if (this.#closed) return;
     const h = Buffer.allocUnsafe(HDR);
     h[0] = type;
     h.writeUInt32BE(id, 1);
-    h.writeUInt32BE(payload ? payload.length : 0, 5);
-    this.#out.push(h);
-    this.#outLen += HDR;
-    if (payload && payload.length) {
-      this.#out.push(payload);
-      this.#outLen += payload.length;
+    const n = payload ? payload.length : 0;
+    h.writeUInt32BE(n, 5);
+    const out = this.#out;
+    if (n >= OWN_MESSAGE) {
+      const last = out[out.length - 1];
+      if (last.length) out.push([h, payload!], []);
+      else out.splice(out.length - 1, 1, [h, payload!], []);
+    } else {
+      const last = out[out.length - 1];
+      last.push(h);
+      if (n) last.push(payload!);
     }
+    this.#outLen += HDR + n;
     if (this.#outLen >= FLUSH_AT) this.#flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
@@ -243,8 +320,16 @@ export class MuxChannel {
     }
   }
 
-  forget(id: number): void {
+  forget(id: number, extra: number): void {
     this.#streams.delete(id);
+    this.#budget += extra;
+  }
+
+  /** up to `n` bytes of extra window from the channel's budget */
+  takeBudget(n: number): number {
+    const got = Math.min(n, this.#budget);
+    this.#budget -= got;
+    return got;
   }
 
   readonly #flushLater = (): void => {
@@ -254,10 +339,36 @@ export class MuxChannel {
 
   #flush(): void {
     if (!this.#outLen) return;
-    const msg = this.#out.length === 1 ? this.#out[0] : Buffer.concat(this.#out, this.#outLen);
-    this.#out = [];
+    const out = this.#out;
+    this.#out = [[]];
     this.#outLen = 0;
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(msg, BINARY);
+    const ws = this.ws;
+    if (ws.readyState !== ws.OPEN) return;
+    if (this.#writer === 'ws') {
+      for (const m of out) if (m.length) ws.send(m.length === 1 ? m[0] : Buffer.concat(m), BINARY);
+      return;
+    }
+    const sock = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+    const masked = this.#writer === 'zero-mask';
+    sock.cork();
+    for (const m of out) {
+      if (!m.length) continue;
+      let len = 0;
+      for (const b of m) len += b.length;
+      if (m.length === 2 && m[1].length >= OWN_MESSAGE) {
+        // header (WebSocket + frame) in one small buffer, the payload as it is
+        const h = wsHeader(len, masked, HDR);
+        m[0].copy(h, h.length - HDR);
+        sock.write(h);
+        sock.write(m[1]);
+      } else {
+        const b = wsHeader(len, masked, len);
+        let off = b.length - len;
+        for (const piece of m) off += piece.copy(b, off);
+        sock.write(b);
+      }
+    }
+    sock.uncork();
   }
 
   #read(m: Buffer): void {
@@ -275,7 +386,7 @@ export class MuxChannel {
         case DATA:
           this.#streams.get(id)?._data(p); // an unknown id is a stream we closed: drop
           break;
-        case WINDOW:
+        case WINDOW_FRAME:
           if (len !== 4) return this.#fail('bad WINDOW frame');
           this.#streams.get(id)?._credit(p.readUInt32BE(0));
           break;
@@ -308,7 +419,7 @@ export class MuxChannel {
   #shut(code: number, reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#out = [];
+    this.#out = [[]];
     this.#outLen = 0;
     // a stream still open when its WebSocket went away was cut off, whatever the WebSocket's code
     if (code === 1000 || code === 1005) code = 1006;

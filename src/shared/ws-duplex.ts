@@ -191,10 +191,10 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
     if (gotEof) ws.close(CloseCode.normal);
     else ws.send('eof');
   };
-  const socket = () => (ws as unknown as { _socket?: Socket })._socket;
+  const socket = () => (ws as unknown as { _socket?: Socket & { tunnelWindow?: number } })._socket;
   const afterSend = (cb: (err?: Error | null) => void) => {
     const s = socket();
-    if (s && s.writableLength > SEND_HWM) s.once('drain', () => cb());
+    if (s && s.writableLength > (s.tunnelWindow ?? SEND_HWM)) s.once('drain', () => cb());
     else cb();
   };
   const closedError = () => new TunnelClosed(d.closeInfo?.code ?? 1006, d.closeInfo?.reason ?? 'tunnel closed');
@@ -265,7 +265,7 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
     if (ws.readyState !== ws.OPEN) return;
     ws.send(b, BINARY);
     const raw = socket();
-    if (raw && raw.writableLength > BRIDGE_HWM && !sockHeld) {
+    if (raw && raw.writableLength > (raw.tunnelWindow ?? BRIDGE_HWM) && !sockHeld) {
       sockHeld = true;
       sock!.pause();
       raw.once('drain', releaseSock);
@@ -353,7 +353,7 @@ export function wsDuplex(ws: WebSocket): WsDuplex {
       if (ws.readyState !== ws.OPEN) return true; // closing: the close handler tells the user
       ws.send(b, BINARY);
       const raw = socket();
-      if (!raw || raw.writableLength <= SEND_HWM) return true;
+      if (!raw || raw.writableLength <= (raw.tunnelWindow ?? SEND_HWM)) return true;
       if (!linkWaitsDrain) {
         linkWaitsDrain = true;
         raw.once('drain', linkDrained);

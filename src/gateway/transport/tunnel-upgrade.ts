@@ -82,13 +82,13 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
         ws.on('pong', () => alive.set(ws, true));
         (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
         if (ws.protocol !== MUX_PROTOCOL) return start(wsDuplex(ws), lease);
-        new MuxChannel(ws, (s: MuxStream) => {
+        new MuxChannel(ws, { writer: 'server', onOpen: (s: MuxStream) => {
           // a MuxStream stands in for the WebSocket (see mux.ts)
           const stream = wsDuplex(s as unknown as WebSocket);
           const current = deps.leases.activeLease(leaseId);
           if (current) start(stream, current);
           else stream.closeWith(CloseCode.leaseExpired, `lease ${leaseId} has ended`);
-        });
+        } });
         // the WebSocket ends with its lease, after the sessions' goodbyes (run-session.ts), so an
         // idle `hoopctl connect` learns of an expiry or a revocation at once
         const release = deps.leases.hold(leaseId, {
