@@ -14,6 +14,7 @@
 #              BENCH_PORT_OFFSET=0: add this to every port (a second run beside another one, with its own BENCH_DIR)
 #              BENCH_PROF=1: V8 CPU profiles of the gateway and each `hoopctl connect` (runs/<date>/prof/,
 #              top functions in prof-top.md; profiling slows them, so figures of such a run are not comparable)
+#              PGB_CLIENTS="1 16": the pgbench -c values of the pgbench section
 #              BENCH_NODE_OPTS="--trace-gc": extra node flags for the gateway and each `hoopctl connect`
 # Every listener binds 127.0.0.1 on fixed ports 27009-27451 (below the ephemeral range, so no outgoing connection holds them; checked free first); every loop is bounded;
 # every process started here is stopped on exit.
@@ -332,7 +333,7 @@ bench_pgbench() {
   for p in "${paths[@]}"; do need_path "$p"; done
   log "pgbench: -S -c 1 / -c 16 -T $PGB_T, ${#paths[@]} paths x $RUNS runs"
   for p in "${paths[@]}"; do timeout 30 pgbench -h 127.0.0.1 -p "$(path_field "$p" 2)" -U postgres -n -S -c 16 -j 2 -T 2 bench >/dev/null 2>&1; done
-  for rep in $(seq 1 "$RUNS"); do for c in 1 16; do for p in "${paths[@]}"; do
+  for rep in $(seq 1 "$RUNS"); do for c in ${PGB_CLIENTS:-1 16}; do for p in "${paths[@]}"; do
     pgbench_run pgbench "c$c" "$p" "$rep" -S -c "$c" -j 2 -T "$PGB_T"
   done; done; done
 }
