@@ -59,16 +59,18 @@ const BINARY = { binary: true, compress: false } as const;
 
 /**
  * A young-generation GC after every YOUNG_GC_BYTES relayed by the bridges of this process
- * (HOOP_TUNNEL_GC_MB, default 4; 0 turns it off). Why: each relayed chunk lives in its own
+ * (HOOP_TUNNEL_GC_MB, default 2; 0 turns it off). Why: each relayed chunk lives in its own
  * ArrayBuffer (socket reads, ws's frame assembly and masking), so streaming allocates ~2 bytes
  * of ArrayBuffer per byte relayed but very little JS heap. V8 collects young objects only when
  * the JS young generation fills, which at that ratio is rare, so dead chunks pile up as external
  * memory until V8's external-memory pressure starts full mark-compacts — over the whole heap
  * (~18 MB in the gateway, ~10 MB in the CLI), ~10 per second at 4 Gbit/s. A scavenge frees the
  * dead chunks for ~0.3 ms. Measured with bench/run.sh iperf (CPU per GB relayed, gateway + CLI,
- * against the bare ws relay in the same run): 1.3–2.3× the relay without, 0.9–1.3× with.
+ * against the bare ws relay in the same run): 1.3–2.3× the relay without, 0.9–1.3× with. Over the
+ * multiplexed tunnel, iperf through hoop-tcp (two runs each, four alternating rounds): 2 MB gave
+ * 7.9–8.4 Gbit/s each way, 4 MB 5.7–7.9, 1 MB 6.9–7.6, 16 MB 4.4–5.9, off 4.5–5.2.
  */
-const YOUNG_GC_BYTES = Number(process.env.HOOP_TUNNEL_GC_MB ?? 4) * 1024 * 1024;
+const YOUNG_GC_BYTES = Number(process.env.HOOP_TUNNEL_GC_MB ?? 2) * 1024 * 1024;
 let relayed = 0;
 let youngGc: ((opts: { type: 'minor' }) => void) | undefined;
 function countRelayed(n: number): void {
