@@ -172,3 +172,43 @@ test('malformed multiplexed frames end that WebSocket with 4007; the gateway and
   t.ws.close();
   assert.equal((await fetch(`${gw.url}/healthz`)).status, 200);
 });
+
+test('a peer that ignores its window is cut off (that stream only, 4007), not buffered without bound', async () => {
+  const l = await api('POST', '/api/leases', { connection: 'echo', new: true }) as { id: string };
+  const tt = (await api('POST', `/api/leases/${l.id}/tunnel-token`)).token;
+  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/tunnel/echo`, [MUX_PROTOCOL], { headers: { authorization: `Bearer ${tt}` } });
+  await new Promise((r) => ws.once('open', r));
+  let closed: Buffer | undefined;
+  ws.on('message', (m: Buffer) => {
+    // look for CLOSE (4) of stream 1 among the frames
+    for (let off = 0; off + 9 <= m.length; ) {
+      const len = m.readUInt32BE(off + 5);
+      if (m[off] === 4 && m.readUInt32BE(off + 1) === 1) closed = m.subarray(off + 9, off + 9 + len);
+      off += 9 + len;
+    }
+  });
+  // never credit the echo's answers, and keep sending (up to 64 MB in 512 KB frames), at the pace
+  // the gateway reads them
+  ws.send(frame(1, 1));
+  const chunk = Buffer.alloc(512 * 1024, 1);
+  let sent = 0;
+  for (let i = 0; i < 128 && !closed; i++) {
+    ws.send(frame(2, 1, chunk));
+    sent += chunk.length;
+    while (ws.bufferedAmount > 1024 * 1024 && !closed) await new Promise((r) => setTimeout(r, 5));
+  }
+  for (let i = 0; i < 100 && !closed; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(closed, 'the stream was not closed');
+  assert.equal(closed.readUInt16BE(0), 4007);
+  assert.equal(closed.subarray(2).toString(), 'the peer ignored flow control');
+  // cut off near its limit (window + extra + 4 MB, plus what the sockets held), not after everything
+  assert.ok(sent <= 32 * 1024 * 1024, `cut off only after ${sent} bytes`);
+  // the WebSocket itself still carries new streams
+  const got: Buffer[] = [];
+  ws.removeAllListeners('message');
+  ws.on('message', (m: Buffer) => got.push(m));
+  ws.send(Buffer.concat([frame(1, 2), frame(2, 2, Buffer.from('after'))]));
+  for (let i = 0; i < 50 && !Buffer.concat(got).includes(Buffer.from('after')); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(Buffer.concat(got).includes(Buffer.from('after')));
+  ws.close();
+});
