@@ -191,18 +191,15 @@ test('a peer that ignores its window is cut off (that stream only, 4007), not bu
   // what the sockets on the way hold)
   ws.send(frame(1, 1));
   const chunk = Buffer.alloc(512 * 1024, 1);
-  let sent = 0;
+  // (without the limit the stream would queue all of it and never be closed)
   for (let i = 0; i < 128 && !closed; i++) {
     ws.send(frame(2, 1, chunk));
-    sent += chunk.length;
     while (ws.bufferedAmount > 1024 * 1024 && !closed) await new Promise((r) => setTimeout(r, 5));
   }
   for (let i = 0; i < 100 && !closed; i++) await new Promise((r) => setTimeout(r, 50));
   assert.ok(closed, 'the stream was not closed');
   assert.equal(closed.readUInt16BE(0), 4007);
   assert.equal(closed.subarray(2).toString(), 'the peer ignored flow control');
-  // (without the limit the stream would queue all of it and never be closed)
-  assert.ok(sent > 0);
   // the WebSocket itself still carries new streams
   const got: Buffer[] = [];
   ws.removeAllListeners('message');
