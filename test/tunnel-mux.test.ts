@@ -209,3 +209,36 @@ test('a peer that ignores its window is cut off (that stream only, 4007), not bu
   assert.ok(Buffer.concat(got).includes(Buffer.from('after')));
   ws.close();
 });
+
+test('a running connect survives a gateway restart: open connections end, new ones ride a new WebSocket', async () => {
+  const own = await startGatewayProc((c) => {
+    c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } }];
+  });
+  let again: GatewayProc | undefined;
+  try {
+    await loginClient(own, 'ci', 'ci-bot', 'ci-secret');
+    const port = await freePort();
+    const live = own.spawnCli(['connect', 'echo', '--port', String(port)], { home: 'ci' });
+    await live.waitFor(/lease (ls_\w+) (granted|reused)/);
+    const first = await pumpThrough(port, 256 * 1024);
+    assert.equal(first.received, first.sent);
+    const held = net.connect({ port, host: '127.0.0.1' });
+    held.on('error', () => {});
+    const heldClosed = new Promise((r) => held.once('close', r));
+    await new Promise((r) => held.once('connect', r));
+    const { port: gwPort, dir } = own;
+    own.proc.kill('SIGTERM');
+    await new Promise((r) => own.proc.once('close', r));
+    await heldClosed; // the open connection ended with its gateway
+    again = await startGatewayProc((c) => {
+      c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } }];
+    }, { dir, port: gwPort });
+    const second = await pumpThrough(port, 256 * 1024);
+    assert.equal(second.received, second.sent);
+    live.kill('SIGINT');
+    assert.equal((await live.exited).code, 0);
+  } finally {
+    await again?.stop();
+    if (own.proc.exitCode === null) await own.stop();
+  }
+});
