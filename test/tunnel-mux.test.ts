@@ -215,10 +215,11 @@ test('a running connect survives a gateway restart: open connections end, new on
     c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } }];
   });
   let again: GatewayProc | undefined;
+  let live: ReturnType<GatewayProc['spawnCli']> | undefined;
   try {
     await loginClient(own, 'ci', 'ci-bot', 'ci-secret');
     const port = await freePort();
-    const live = own.spawnCli(['connect', 'echo', '--port', String(port)], { home: 'ci' });
+    live = own.spawnCli(['connect', 'echo', '--port', String(port)], { home: 'ci' });
     await live.waitFor(/lease (ls_\w+) (granted|reused)/);
     const first = await pumpThrough(port, 256 * 1024);
     assert.equal(first.received, first.sent);
@@ -238,7 +239,32 @@ test('a running connect survives a gateway restart: open connections end, new on
     live.kill('SIGINT');
     assert.equal((await live.exited).code, 0);
   } finally {
+    if (live?.proc.exitCode === null) live.kill('SIGKILL');
     await again?.stop();
     if (own.proc.exitCode === null) await own.stop();
+  }
+});
+
+test('against a gateway that does not multiplex (HOOP_TUNNEL_MUX=0 there), the CLI falls back to one WebSocket per connection', async () => {
+  const plain = await startGatewayProc((c) => {
+    c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } }];
+  }, { env: { HOOP_TUNNEL_MUX: '0' } });
+  let live: ReturnType<GatewayProc['spawnCli']> | undefined;
+  try {
+    await loginClient(plain, 'ci', 'ci-bot', 'ci-secret');
+    const port = await freePort();
+    live = plain.spawnCli(['connect', 'echo', '--port', String(port)], { home: 'ci' });
+    await live.waitFor(/lease (ls_\w+) (granted|reused)/);
+    const rs = await Promise.all([pumpThrough(port, 1024 * 1024), pumpThrough(port, 1000)]);
+    for (const r of rs) assert.equal(r.received, r.sent);
+    const more = await pumpThrough(port, 1000);
+    assert.equal(more.received, more.sent);
+    live.kill('SIGINT');
+    const res = await live.exited;
+    assert.equal(res.code, 0);
+    assert.doesNotMatch(res.stdout + res.stderr, /refused/);
+  } finally {
+    if (live?.proc.exitCode === null) live.kill('SIGKILL');
+    await plain.stop();
   }
 });

@@ -28,7 +28,8 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
   // only "eof" travels as text, and it is compared byte for byte: no UTF-8 validation needed
   const wss = new WebSocketServer({
     noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, skipUTF8Validation: true, clientTracking: true,
-    handleProtocols: (protocols) => (protocols.has(MUX_PROTOCOL) ? MUX_PROTOCOL : false),
+    // HOOP_TUNNEL_MUX=0 on the gateway refuses multiplexing: CLIs fall back to one WebSocket per connection
+    handleProtocols: (protocols) => (protocols.has(MUX_PROTOCOL) && process.env.HOOP_TUNNEL_MUX !== '0' ? MUX_PROTOCOL : false),
   });
 
   // keepalive: ping every tunnel so idle tunnels survive proxies; a peer that misses two pings is gone
