@@ -447,6 +447,7 @@ class PostgresEngine implements Engine {
     ctx.stats.blocked++;
     const statement = this.maskText(text);
     ctx.audit('query.blocked', { rule: v.rule, statement, message: v.message });
+    if (this.completed.length > 0) this.recordCompletedOps(); // keep the recording in order
     ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message });
     const err = errorResponse('ERROR', '42501', v.message, { hint: `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement` });
     if (mode === 'simple') this.pushSynthetic(err, true);
@@ -1002,8 +1003,8 @@ class PostgresEngine implements Engine {
   }
 
   /**
-   * Builds the events of the statements completed since the last call. flushClient() calls it
-   * after writing to the client, so masking the statement text and building the event are not
+   * Builds the events of the statements completed since the last call. flushClient() queues it
+   * behind the write to the client, so masking the statement text and building the event are not
    * on the statement's round trip.
    */
   private recordCompletedOps(): void {
@@ -1039,6 +1040,7 @@ class PostgresEngine implements Engine {
       if (op.announced || op.t0 === 0 || !(op.kind === 'simple' || op.kind === 'execute' || op.kind === 'function')) continue;
       if (now - op.t0 < ANNOUNCE_MS) { waiting = true; continue; }
       op.announced = true;
+      if (this.completed.length > 0) this.recordCompletedOps(); // keep the recording in order
       this.ctx.record({ type: 'query.started', ...this.statementFields(op) });
     }
     if (waiting) this.armAnnounce();
@@ -1075,8 +1077,19 @@ class PostgresEngine implements Engine {
       this.targetHeld.drain = true;
       this.target?.pause();
     }
-    if (this.completed.length > 0) this.recordCompletedOps();
+    // after the write has left: a multiplexed tunnel sends at the end of the event-loop turn
+    // (setImmediate, src/shared/mux.ts), so building the events here would delay the answer
+    if (this.completed.length > 0 && !this.recordQueued) {
+      this.recordQueued = true;
+      setImmediate(this.recordLater);
+    }
   }
+
+  private recordQueued = false;
+  private readonly recordLater = (): void => {
+    this.recordQueued = false;
+    if (!this.closed && this.completed.length > 0) this.recordCompletedOps();
+  };
 
   private resumeTarget(): void {
     if (this.closed || this.targetHeld.drain || this.targetHeld.lookup) return;
