@@ -128,3 +128,55 @@ test('an application close code (lease expired) reaches the other bridge as Tunn
     target.close();
   }
 });
+
+/**
+ * The multiplexed tunnel with each way of writing frames: through ws's Sender with random masks
+ * (a gateway that is neither on loopback nor behind TLS), and straight to the socket with an
+ * all-zero key. Several streams at once, each bridged to the hashing target, with half-close.
+ */
+for (const writer of ['ws', 'zero-mask'] as const) {
+  test(`multiplexed streams (client frames written by ${writer}) arrive intact, each with its FIN`, async () => {
+    const { MuxChannel, MUX_PROTOCOL } = await import('../src/shared/mux.ts');
+    const target = await hashingTarget();
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, handleProtocols: () => MUX_PROTOCOL });
+    await new Promise((r) => wss.once('listening', r));
+    wss.on('connection', (ws) => {
+      new MuxChannel(ws, {
+        writer: 'server',
+        onOpen: (s) => {
+          const stream = wsDuplex(s as unknown as WebSocket);
+          void stream.bridge(net.connect({ port: target.port, host: '127.0.0.1', allowHalfOpen: true })).catch(() => {});
+        },
+      });
+    });
+    const opts: ConstructorParameters<typeof WebSocket>[2] = { perMessageDeflate: false };
+    if (writer === 'zero-mask') opts.generateMask = (m: Buffer) => { m.fill(0); };
+    const ws = new WebSocket(`ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`, [MUX_PROTOCOL], opts);
+    await new Promise((r) => ws.once('open', r));
+    const ch = new MuxChannel(ws, { writer });
+    try {
+      const sizes = [0, 1, 70_000, 3 * 1024 * 1024];
+      const results = await Promise.all(sizes.map(async (n) => {
+        const data = randomBytes(n);
+        // a local socket pair: what the client writes goes through the stream to the target
+        const srv = net.createServer({ allowHalfOpen: true }, (local) => {
+          void wsDuplex(ch.open() as unknown as WebSocket).bridge(local).catch(() => {});
+        });
+        await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+        const c = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+        let answer = '';
+        c.on('data', (d) => { answer += d; });
+        const ended = new Promise((r) => c.once('end', r));
+        c.end(data);
+        await ended;
+        srv.close();
+        return [answer, createHash('sha256').update(data).digest('hex')];
+      }));
+      for (const [got, want] of results) assert.equal(got, want);
+    } finally {
+      ws.terminate();
+      wss.close();
+      await target.close();
+    }
+  });
+}
