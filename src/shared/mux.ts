@@ -72,7 +72,7 @@ type Queued = Buffer | 'eof' | { code: number; reason: string };
 
 /** what wsDuplex reads from `ws._socket`: the backlog and its 'drain' */
 class CreditGauge extends EventEmitter {
-  /** bytes sent and not yet credited */
+  /** bytes sent and not yet credited; below zero when the receiver granted window ahead */
   writableLength = 0;
   readonly tunnelWindow = WINDOW;
   cork(): void {}
