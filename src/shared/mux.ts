@@ -225,6 +225,16 @@ function wsHeader(len: number, masked: boolean, extra: number): Buffer {
   return b;
 }
 
+/** one WebSocket message holding small frames, copied behind its header */
+function smallMessage(m: Buffer[], masked: boolean): Buffer {
+  let len = 0;
+  for (const b of m) len += b.length;
+  const b = wsHeader(len, masked, len);
+  let off = b.length - len;
+  for (const piece of m) off += piece.copy(b, off);
+  return b;
+}
+
 function u32(n: number): Buffer {
   const b = Buffer.allocUnsafe(4);
   b.writeUInt32BE(n >>> 0, 0);
@@ -350,23 +360,19 @@ export class MuxChannel {
     }
     const sock = (ws as unknown as { _socket: import('node:net').Socket })._socket;
     const masked = this.#writer === 'zero-mask';
+    // one small message (a lone query or answer) is one plain write; anything more, one writev
+    // (a large payload always leaves a fresh list behind it, so a single list holds small frames)
+    if (out.length === 1) return void sock.write(smallMessage(out[0], masked));
     sock.cork();
     for (const m of out) {
       if (!m.length) continue;
-      let len = 0;
-      for (const b of m) len += b.length;
       if (m.length === 2 && m[1].length >= OWN_MESSAGE) {
         // header (WebSocket + frame) in one small buffer, the payload as it is
-        const h = wsHeader(len, masked, HDR);
+        const h = wsHeader(HDR + m[1].length, masked, HDR);
         m[0].copy(h, h.length - HDR);
         sock.write(h);
         sock.write(m[1]);
-      } else {
-        const b = wsHeader(len, masked, len);
-        let off = b.length - len;
-        for (const piece of m) off += piece.copy(b, off);
-        sock.write(b);
-      }
+      } else sock.write(smallMessage(m, masked));
     }
     sock.uncork();
   }
