@@ -23,6 +23,9 @@ export interface LeaseEnded { reason: string; code: number }
 
 interface TunnelToken { value: string; exp: number; wsOptions: ClientOptions }
 
+/** the shared WebSocket of a multiplexed tunnel; connections wait in `waiting` until it is open */
+interface SharedSocket { ws: WebSocket; channel?: MuxChannel; waiting: net.Socket[] }
+
 const TOKEN_SLACK_MS = 15_000;
 
 /**
@@ -35,7 +38,7 @@ const TOKEN_SLACK_MS = 15_000;
 function zeroMask(mask: Buffer): void {
   mask[0] = mask[1] = mask[2] = mask[3] = 0;
 }
-export function maskNeeded(wsUrl: string): boolean {
+function maskNeeded(wsUrl: string): boolean {
   const u = new URL(wsUrl);
   return u.protocol !== 'wss:' && !isLoopback(u);
 }
@@ -50,10 +53,12 @@ export class LocalTunnel extends EventEmitter {
   readonly #websockets = new Set<WebSocket>();
   /** multiplex connections over one WebSocket (src/shared/mux.ts); HOOP_TUNNEL_MUX=0 opens one per connection */
   #useMux = process.env.HOOP_TUNNEL_MUX !== '0';
-  #mux: { ws: WebSocket; channel?: MuxChannel; waiting: net.Socket[] } | undefined;
+  #mux: SharedSocket | undefined;
   #token: TunnelToken | undefined;
   #tokenPending: Promise<TunnelToken> | undefined;
   readonly #wsUrl: string;
+  /** frames may carry the all-zero mask (see zeroMask) */
+  readonly #zeroMask: boolean;
   readonly #counters: BridgeCounters = {
     fromSocket: (n) => { this.stats.bytesUp += n; },
     fromTunnel: (n) => { this.stats.bytesDown += n; },
@@ -64,6 +69,7 @@ export class LocalTunnel extends EventEmitter {
     this.#gw = gw;
     this.#lease = lease;
     this.#wsUrl = `${gw.url.replace(/^http/, 'ws')}/tunnel/${encodeURIComponent(lease.connection)}`;
+    this.#zeroMask = !maskNeeded(this.#wsUrl);
     this.#server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.#accept(s));
   }
 
@@ -105,7 +111,7 @@ export class LocalTunnel extends EventEmitter {
       .then((r) => {
         // one options object per token, reused by every connection until the next token
         const wsOptions: ClientOptions = { headers: { authorization: `Bearer ${r.token}` }, perMessageDeflate: false, maxPayload: MAX_FRAME, skipUTF8Validation: true };
-        if (!maskNeeded(this.#wsUrl)) wsOptions.generateMask = zeroMask;
+        if (this.#zeroMask) wsOptions.generateMask = zeroMask;
         return (this.#token = { value: r.token, exp: Date.parse(r.expires_at), wsOptions });
       })
       .finally(() => { this.#tokenPending = undefined; });
@@ -151,9 +157,10 @@ export class LocalTunnel extends EventEmitter {
     if (m?.channel) return this.#bridge(socket, m.channel.open() as unknown as WebSocket);
     if (m) return void m.waiting.push(socket);
     const ws = new WebSocket(this.#wsUrl, [MUX_PROTOCOL], wsOptions);
-    const mux: { ws: WebSocket; channel?: MuxChannel; waiting: net.Socket[] } = { ws, waiting: [socket] };
+    const mux: SharedSocket = { ws, waiting: [socket] };
     this.#mux = mux;
     const drop = () => { if (this.#mux === mux) this.#mux = undefined; };
+    ws.once('unexpected-response', drop); // refused: #watch reports it
     this.#watch(ws, () => mux.waiting.splice(0), (err) => {
       drop();
       // a gateway that does not multiplex: one WebSocket per connection from now on
@@ -164,7 +171,7 @@ export class LocalTunnel extends EventEmitter {
     });
     ws.once('open', () => {
       (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
-      const ch = (mux.channel = new MuxChannel(ws, { writer: maskNeeded(this.#wsUrl) ? 'ws' : 'zero-mask' }));
+      const ch = (mux.channel = new MuxChannel(ws, { writer: this.#zeroMask ? 'zero-mask' : 'ws' }));
       for (const s of mux.waiting.splice(0)) if (!s.destroyed) this.#bridge(s, ch.open() as unknown as WebSocket);
     });
     ws.once('close', (code: number, reason: Buffer) => {
@@ -189,7 +196,6 @@ export class LocalTunnel extends EventEmitter {
         try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
         const err = Object.assign(new Error(body.message ?? `gateway refused the tunnel: HTTP ${res.statusCode}`), { status: res.statusCode, code: body.error });
         this.#websockets.delete(ws);
-        if (this.#mux?.ws === ws) this.#mux = undefined;
         this.stats.refused++;
         this.emit('refused', err);
         if (res.statusCode === 403 && /^lease_/.test(body.error ?? '')) this.emit('lease-ended', { reason: err.message, code: CloseCode.leaseExpired } satisfies LeaseEnded);

@@ -32,6 +32,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
+import { CloseCode } from './ws-duplex.ts';
 
 export const MUX_PROTOCOL = 'hoop-mux.1';
 
@@ -66,7 +67,6 @@ const MAX_QUEUED = WINDOW + MAX_EXTRA + 4 * 1024 * 1024;
 const FLUSH_AT = 1024 * 1024;
 const BINARY = { binary: true, compress: false } as const;
 const EOF_TEXT = Buffer.from('eof');
-const PROTOCOL_ERROR = 4007;
 
 type Queued = Buffer | 'eof' | { code: number; reason: string };
 
@@ -77,7 +77,6 @@ class CreditGauge extends EventEmitter {
   readonly tunnelWindow = WINDOW;
   cork(): void {}
   uncork(): void {}
-  setNoDelay(): void {}
 }
 
 export class MuxStream extends EventEmitter {
@@ -187,7 +186,7 @@ export class MuxStream extends EventEmitter {
   }
 
   #fail(why: string): void {
-    this.close(PROTOCOL_ERROR, why);
+    this.close(CloseCode.protocolError, why);
   }
 
   #gone(code: number, reason: string): void {
@@ -288,10 +287,6 @@ export class MuxChannel {
     ws.on('error', () => { /* 'close' follows */ });
   }
 
-  get size(): number {
-    return this.#streams.size;
-  }
-
   /** a new stream (the CLI's side); it can be written at once */
   open(): MuxStream {
     const s = new MuxStream(this, this.#nextId++);
@@ -314,9 +309,9 @@ export class MuxChannel {
     h.writeUInt32BE(n, 5);
     const out = this.#out;
     if (n >= OWN_MESSAGE) {
-      const last = out[out.length - 1];
-      if (last.length) out.push([h, payload!], []);
-      else out.splice(out.length - 1, 1, [h, payload!], []);
+      // a message of its own (in place of an empty list), and a fresh list for what follows
+      if (!out[out.length - 1].length) out.pop();
+      out.push([h, payload!], []);
     } else {
       const last = out[out.length - 1];
       last.push(h);
@@ -418,8 +413,8 @@ export class MuxChannel {
   }
 
   #fail(why: string): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.close(PROTOCOL_ERROR, why);
-    this.#shut(PROTOCOL_ERROR, why);
+    if (this.ws.readyState === this.ws.OPEN) this.ws.close(CloseCode.protocolError, why);
+    this.#shut(CloseCode.protocolError, why);
   }
 
   #shut(code: number, reason: string): void {

@@ -14,6 +14,7 @@ import { wsDuplex, CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
 import { MuxChannel, MUX_PROTOCOL, type MuxStream } from '../../shared/mux.ts';
 import { bearer } from '../api.ts';
 import type { Lease } from '../store/store.ts';
+import type { ConnectionConfig } from '../config/schema.ts';
 import type { TunnelTokens } from '../session/tunnel-token.ts';
 import { runSession, type SessionDeps } from '../session/run-session.ts';
 
@@ -50,8 +51,7 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
     socket.end(`HTTP/1.1 ${e.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
 
-  function start(stream: WsDuplex, lease: Lease): void {
-    const conn = deps.cfg.connections.find((c) => c.name === lease.connection)!;
+  function start(stream: WsDuplex, lease: Lease, conn: ConnectionConfig): void {
     const running = runSession(deps, lease, conn, lease.groups, stream).catch((err) => {
       deps.log.error({ err }, 'session failed');
       stream.closeWith(CloseCode.engineError, 'gateway error');
@@ -82,12 +82,12 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
         alive.set(ws, true);
         ws.on('pong', () => alive.set(ws, true));
         (ws as unknown as { _socket: import('node:net').Socket })._socket.setNoDelay(true);
-        if (ws.protocol !== MUX_PROTOCOL) return start(wsDuplex(ws), lease);
+        if (ws.protocol !== MUX_PROTOCOL) return start(wsDuplex(ws), lease, conn);
         new MuxChannel(ws, { writer: 'server', onOpen: (s: MuxStream) => {
           // a MuxStream stands in for the WebSocket (see mux.ts)
           const stream = wsDuplex(s as unknown as WebSocket);
           const current = deps.leases.activeLease(leaseId);
-          if (current) start(stream, current);
+          if (current) start(stream, current, conn);
           else stream.closeWith(CloseCode.leaseExpired, `lease ${leaseId} has ended`);
         } });
         // the WebSocket ends with its lease, after the sessions' goodbyes (run-session.ts), so an
