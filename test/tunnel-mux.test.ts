@@ -17,18 +17,27 @@ import { MUX_PROTOCOL } from '../src/shared/mux.ts';
 let gw: GatewayProc;
 let echo: Awaited<ReturnType<typeof echoServer>>;
 
+/** a `tcp` connection "echo" to the echo server, for group ci */
+const echoConnection = () => ({ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } });
+
+/** a gateway with the echo connection, and user ci-bot logged in */
+async function echoGateway(opts: Parameters<typeof startGatewayProc>[1] = {}, lease?: { default: string; max: string }): Promise<GatewayProc> {
+  const g = await startGatewayProc((c) => {
+    c.connections = [{ ...echoConnection(), ...(lease ? { lease } : {}) }];
+  }, opts);
+  await loginClient(g, 'ci', 'ci-bot', 'ci-secret');
+  return g;
+}
+
 before(async () => {
   echo = await echoServer();
-  gw = await startGatewayProc((c) => {
-    c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] }, lease: { default: '30m', max: '1h' } }];
-  });
-  await loginClient(gw, 'ci', 'ci-bot', 'ci-secret');
+  gw = await echoGateway({}, { default: '30m', max: '1h' });
 });
 after(async () => { await gw?.stop(); await echo?.close(); });
 
-async function connect(extra: string[] = [], env: NodeJS.ProcessEnv = {}) {
+async function connect(extra: string[] = [], env: NodeJS.ProcessEnv = {}, on: GatewayProc = gw) {
   const port = await freePort();
-  const live = gw.spawnCli(['connect', 'echo', '--port', String(port), ...extra], { home: 'ci', env });
+  const live = on.spawnCli(['connect', 'echo', '--port', String(port), ...extra], { home: 'ci', env });
   const m = await live.waitFor(/lease (ls_\w+) (granted|reused)/);
   return { live, port, lease: m[1] };
 }
@@ -39,6 +48,18 @@ async function api(method: string, path: string, body?: unknown) {
   const tok = JSON.parse(readFileSync(`${gw.home('ci')}/tokens.json`, 'utf8'))[gw.url].access_token;
   const res = await fetch(gw.url + path, { method, headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
   return res.json() as Promise<any>;
+}
+
+/** A fresh lease's tunnel token, and a function that opens raw multiplexed WebSockets with it. */
+async function rawMux(): Promise<() => Promise<WebSocket>> {
+  const l = await api('POST', '/api/leases', { connection: 'echo', new: true }) as { id: string };
+  const tt = (await api('POST', `/api/leases/${l.id}/tunnel-token`)).token;
+  return async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/tunnel/echo`, [MUX_PROTOCOL], { headers: { authorization: `Bearer ${tt}` } });
+    await new Promise((r) => ws.once('open', r));
+    assert.equal(ws.protocol, MUX_PROTOCOL);
+    return ws;
+  };
 }
 
 test('a connection whose reader stalls holds back only itself: others on the same tunnel flow, memory stays bounded, nothing is lost', async () => {
@@ -149,12 +170,9 @@ function frame(type: number, id: number, payload = Buffer.alloc(0)): Buffer {
 }
 
 test('malformed multiplexed frames end that WebSocket with 4007; the gateway and other tunnels carry on', async () => {
-  const l = await api('POST', '/api/leases', { connection: 'echo', new: true }) as { id: string };
-  const tt = (await api('POST', `/api/leases/${l.id}/tunnel-token`)).token;
+  const openWs = await rawMux();
   const open = async () => {
-    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/tunnel/echo`, [MUX_PROTOCOL], { headers: { authorization: `Bearer ${tt}` } });
-    await new Promise((r) => ws.once('open', r));
-    assert.equal(ws.protocol, MUX_PROTOCOL);
+    const ws = await openWs();
     return { ws, closed: new Promise<[number, string]>((r) => ws.once('close', (code, reason) => r([code, reason.toString()]))) };
   };
   const cases: [string, Buffer | string][] = [
@@ -184,10 +202,7 @@ test('malformed multiplexed frames end that WebSocket with 4007; the gateway and
 });
 
 test('a peer that ignores its window is cut off (that stream only, 4007), not buffered without bound', async () => {
-  const l = await api('POST', '/api/leases', { connection: 'echo', new: true }) as { id: string };
-  const tt = (await api('POST', `/api/leases/${l.id}/tunnel-token`)).token;
-  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/tunnel/echo`, [MUX_PROTOCOL], { headers: { authorization: `Bearer ${tt}` } });
-  await new Promise((r) => ws.once('open', r));
+  const ws = await (await rawMux())();
   let closed: Buffer | undefined;
   ws.on('message', (m: Buffer) => {
     // look for CLOSE (4) of stream 1 among the frames
@@ -221,16 +236,13 @@ test('a peer that ignores its window is cut off (that stream only, 4007), not bu
 });
 
 test('a running connect survives a gateway restart: open connections end, new ones ride a new WebSocket', async () => {
-  const own = await startGatewayProc((c) => {
-    c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } }];
-  });
+  const own = await echoGateway();
   let again: GatewayProc | undefined;
   let live: ReturnType<GatewayProc['spawnCli']> | undefined;
   try {
-    await loginClient(own, 'ci', 'ci-bot', 'ci-secret');
-    const port = await freePort();
-    live = own.spawnCli(['connect', 'echo', '--port', String(port)], { home: 'ci' });
-    await live.waitFor(/lease (ls_\w+) (granted|reused)/);
+    const c = await connect([], {}, own);
+    live = c.live;
+    const { port } = c;
     const first = await pumpThrough(port, 256 * 1024);
     assert.equal(first.received, first.sent);
     const held = net.connect({ port, host: '127.0.0.1' });
@@ -241,9 +253,8 @@ test('a running connect survives a gateway restart: open connections end, new on
     own.proc.kill('SIGTERM');
     await new Promise((r) => own.proc.once('close', r));
     await heldClosed; // the open connection ended with its gateway
-    again = await startGatewayProc((c) => {
-      c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } }];
-    }, { dir, port: gwPort });
+    // the same state directory and port; the running CLI keeps its login
+    again = await startGatewayProc((cfg) => { cfg.connections = [echoConnection()]; }, { dir, port: gwPort });
     const second = await pumpThrough(port, 256 * 1024);
     assert.equal(second.received, second.sent);
     live.kill('SIGINT');
@@ -256,15 +267,12 @@ test('a running connect survives a gateway restart: open connections end, new on
 });
 
 test('against a gateway that does not multiplex (HOOP_TUNNEL_MUX=0 there), the CLI falls back to one WebSocket per connection', async () => {
-  const plain = await startGatewayProc((c) => {
-    c.connections = [{ name: 'echo', type: 'tcp', target: { host: '127.0.0.1', port: echo.port }, access: { groups: ['ci'] } }];
-  }, { env: { HOOP_TUNNEL_MUX: '0' } });
+  const plain = await echoGateway({ env: { HOOP_TUNNEL_MUX: '0' } });
   let live: ReturnType<GatewayProc['spawnCli']> | undefined;
   try {
-    await loginClient(plain, 'ci', 'ci-bot', 'ci-secret');
-    const port = await freePort();
-    live = plain.spawnCli(['connect', 'echo', '--port', String(port)], { home: 'ci' });
-    await live.waitFor(/lease (ls_\w+) (granted|reused)/);
+    const c = await connect([], {}, plain);
+    live = c.live;
+    const { port } = c;
     const rs = await Promise.all([pumpThrough(port, 1024 * 1024), pumpThrough(port, 1000)]);
     for (const r of rs) assert.equal(r.received, r.sent);
     const more = await pumpThrough(port, 1000);
