@@ -189,13 +189,70 @@ for (const b of backends) {
       await store.close();
     }
   });
+
+  test(`recording retention: only sessions over before the cutoff lose their recording, noted, nothing else: ${b.name}`, async () => {
+    const { store, sql } = await b.open();
+    try {
+      const now = 1_000_000;
+      await store.createLease(lease({ id: 'ls_done', expiresAt: 9_000, status: 'expired', endedAt: 9_000 }));
+      await store.createLease(lease({ id: 'ls_live', expiresAt: now * 10 }));
+      await store.createLease(lease({ id: 'ls_crash', expiresAt: 3_000 }));
+      const rows = [
+        session({ id: 'se_old', leaseId: 'ls_done', endedAt: 5_000 }),
+        session({ id: 'se_old2', leaseId: 'ls_done', endedAt: 6_000 }),
+        session({ id: 'se_new', leaseId: 'ls_done', startedAt: now - 10, endedAt: now - 5 }),
+        // started long ago, still running: its lease is active, so it is not over
+        session({ id: 'se_live', leaseId: 'ls_live', endedAt: null }),
+        // never ended (a gateway crash): over once its lease expired
+        session({ id: 'se_crash', leaseId: 'ls_crash', endedAt: null }),
+        session({ id: 'se_other', leaseId: 'ls_done', connection: 'other', endedAt: 5_000 }),
+        session({ id: 'se_gone', leaseId: 'ls_done', connection: 'removed', endedAt: 5_000 }),
+        // no recording at all (a tcp session): nothing to note
+        session({ id: 'se_empty', leaseId: 'ls_done', endedAt: 5_000 }),
+      ];
+      await store.saveSessions(rows);
+      for (const r of rows) {
+        if (r.id === 'se_empty') continue;
+        const rec = new Recorder(r.id, store, log);
+        rec.record({ type: 'query.completed', text: `select '${r.id}'` });
+        await rec.close('client closed');
+      }
+      const rule = { before: 100_000, at: now, reason: 'recording.retention 1d of connection "db"' };
+      // in steps of `limit`
+      assert.equal(await store.purgeRecordings({ ...rule, connection: 'db', limit: 2 }), 2);
+      assert.equal(await store.purgeRecordings({ ...rule, connection: 'db', limit: 2 }), 1);
+      assert.equal(await store.purgeRecordings({ ...rule, connection: 'db', limit: 2 }), 0, 'a second sweep finds nothing');
+      for (const id of ['se_old', 'se_old2', 'se_crash']) {
+        assert.deepEqual(await store.readRecording(id), [], id);
+        assert.deepEqual(await store.getRecordingPurge(id), { sessionId: id, at: now, reason: rule.reason });
+        assert.ok(await store.getSession(id), 'the session row stays');
+      }
+      for (const id of ['se_new', 'se_live', 'se_other', 'se_gone']) {
+        assert.deepEqual(verifyChain(await store.readRecording(id), { ended: true }), { ok: true, entries: 2 }, id);
+        assert.equal(await store.getRecordingPurge(id), undefined);
+      }
+      assert.equal(await store.getRecordingPurge('se_empty'), undefined);
+      // connections no longer configured: everything but the listed ones
+      assert.equal(await store.purgeRecordings({ ...rule, except: ['db', 'other'], limit: 10 }), 1);
+      assert.deepEqual(await store.readRecording('se_gone'), []);
+      assert.equal((await store.readRecording('se_other')).length, 2);
+      // the database still refuses every other change, and appends to a purged recording
+      await assert.rejects(sql(`DELETE FROM recording_batches WHERE session_id = 'se_new'`), /recordings are append-only/);
+      await assert.rejects(sql(`DELETE FROM recording_purges`), /recording purges are append-only/);
+      await assert.rejects(sql(`UPDATE recording_purges SET at = 0`), /recording purges are append-only/);
+      await assert.rejects(store.appendRecording([{ sessionId: 'se_old', seq: 3, at: now, event: '{}', hash: 'x' }]), /purged by retention/);
+      assert.equal((await store.readRecording('se_new')).length, 2);
+    } finally {
+      await store.close();
+    }
+  });
 }
 
 test('postgres: replicas migrating at once agree; the tunnel-token key is the same on both', async () => {
   const url = await freshDb();
   const stores = await Promise.all([PgStore.open(url), PgStore.open(url), PgStore.open(url)]);
   try {
-    assert.equal((await pg.psql('SELECT version FROM schema_version', { db: new URL(url).pathname.slice(1) })).trim(), '1');
+    assert.equal((await pg.psql('SELECT version FROM schema_version', { db: new URL(url).pathname.slice(1) })).trim(), '2', 'every migration applied once');
     const [t1, t2] = await Promise.all([TunnelTokens.open(stores[0], 'http://gw'), TunnelTokens.open(stores[1], 'http://gw')]);
     const token = await t1.sign({ leaseId: 'ls_1', user: 'alice', connection: 'db' }, Date.now() + 60_000);
     assert.equal((await t2.verify(token, 'db')).leaseId, 'ls_1');

@@ -13,7 +13,10 @@ import { createHash } from 'node:crypto';
 import { pino } from 'pino';
 import { GENESIS, Recorder, chainHash, verifyChain } from '../src/gateway/recording/recorder.ts';
 import { SqliteStore } from '../src/gateway/store/sqlite-store.ts';
-import type { RecordingEntry } from '../src/gateway/store/store.ts';
+import type { RecordingEntry, SessionRow } from '../src/gateway/store/store.ts';
+import { startRetention, DEFAULT_RETENTION_MS } from '../src/gateway/recording/retention.ts';
+import { Audit } from '../src/gateway/audit/audit.ts';
+import type { GatewayConfig } from '../src/gateway/config/load.ts';
 
 const log = pino({ level: 'silent' });
 
@@ -123,4 +126,42 @@ test('the database refuses to change or delete recorded batches', async () => {
       db.close();
     }
   });
+});
+
+test('retention sweep: each connection its own recording.retention, unconfigured connections the default, one audit event per connection', async () => {
+  const store = new SqliteStore(':memory:');
+  const audit = new Audit(store, log);
+  const day = 86_400_000;
+  const now = 1000 * day;
+  const cfg = { connections: [{ name: 'short', recording: { retention: day } }, { name: 'long', recording: { retention: 30 * day } }] } as unknown as GatewayConfig;
+  const row = (id: string, connection: string, endedAt: number): SessionRow => ({
+    id, leaseId: 'ls_1', user: 'u', connection, type: 'postgres', startedAt: endedAt - 1000, endedAt, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null,
+  });
+  const rows = [
+    row('se_s_old', 'short', now - 2 * day), row('se_s_new', 'short', now - day / 2),
+    row('se_l_mid', 'long', now - 2 * day), row('se_l_old', 'long', now - 31 * day),
+    row('se_x_mid', 'removed', now - 31 * day), row('se_x_old', 'removed', now - DEFAULT_RETENTION_MS - day),
+  ];
+  await store.saveSessions(rows);
+  for (const r of rows) {
+    const rec = new Recorder(r.id, store, log);
+    rec.record({ type: 'query.completed', text: 'select 1' });
+    await rec.close('client closed');
+  }
+  const retention = startRetention({ cfg, store, audit, log }, { everyMs: 3_600_000 });
+  try {
+    assert.equal(await retention.sweep(now), 3);
+    const left = [];
+    for (const r of rows) if ((await store.readRecording(r.id)).length > 0) left.push(r.id);
+    assert.deepEqual(left, ['se_s_new', 'se_l_mid', 'se_x_mid']);
+    assert.match((await store.getRecordingPurge('se_x_old'))!.reason, /recording\.retention 90d \(default; the connection is no longer configured\)/);
+    assert.equal((await store.getRecordingPurge('se_l_old'))!.reason, 'recording.retention 30d of connection "long"');
+    assert.equal(await retention.sweep(now), 0, 'nothing left to delete');
+    await audit.flush();
+    const events = (await store.listAudit()).filter((e) => e.type === 'recording.purged');
+    assert.deepEqual(events.map((e) => [e.connection, e.data.sessions, e.data.retention]), [['short', 1, '1d'], ['long', 1, '30d'], [null, 1, '90d']]);
+  } finally {
+    await retention.stop();
+    await store.close();
+  }
 });

@@ -77,8 +77,13 @@ before(async () => {
         recording: { results: true, max_rows_per_statement: 3 },
       },
       { name: 'raw', type: 'tcp', access: { groups: ['ci'] }, target: { host: '127.0.0.1', port: db.port } },
+      {
+        name: 'short', type: 'postgres', access: { groups: ['ci'] },
+        target: { host: '127.0.0.1', port: db.port, database: 'app', user: 'app', password_env: 'APP_PW', sslmode: 'disable' },
+        recording: { retention: '2s' },
+      },
     ];
-  }, { env: { APP_PW: 'app-secret' } });
+  }, { env: { APP_PW: 'app-secret', HOOP_RETENTION_SWEEP_MS: '300' } });
   await loginClient(gw, 'ci', 'ci-bot', 'ci-secret');
   await loginClient(gw, 'other', 'dba-bot', 'dba-secret');
   pgPort = await openTunnel('app');
@@ -226,6 +231,41 @@ test('unknown session and another user\'s session: exit 4, not found', async () 
     assert.equal(r.stdout, '');
   }
   assert.equal((await gw.cli(['replay', main.id, '--speed', '0'], { home: 'ci' })).code, 2);
+});
+
+test('recording.retention: a recording older than its connection\'s retention is deleted; replay and verify say so, exit 4', async () => {
+  const port = await openTunnel('short');
+  const s = await sessionOf(() => psql(port, 'x', 'y', '-c', 'select 42 as answer'));
+  // inside the retention the recording is there
+  const fresh = await gw.cli(['replay', s.id, '--no-timing'], { home: 'ci' });
+  assert.equal(fresh.code, 0, fresh.stderr);
+  assert.match(fresh.stdout, /select 42 as answer/);
+  let gone: Awaited<ReturnType<GatewayProc['cli']>> | undefined;
+  for (let i = 0; i < 50 && !gone; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    const r = await gw.cli(['replay', s.id, '--no-timing'], { home: 'ci' });
+    if (r.code !== 0) gone = r;
+  }
+  assert.ok(gone, 'the sweep deleted the recording within 10 s');
+  assert.equal(gone.code, 4, gone.stderr);
+  assert.match(gone.stderr, new RegExp(`the recording of session ${s.id} was deleted on \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z by recording\\.retention 2s of connection "short"`));
+  assert.match(gone.stderr, /recording\.retention \(gateway\.yaml\)/, 'says what to do next');
+  const v = await gw.cli(['sessions', 'verify', s.id, '--json'], { home: 'ci' });
+  assert.equal(v.code, 4, v.stdout + v.stderr);
+  // with --json the error is a JSON object on stdout, its code stable for scripts
+  const err = JSON.parse(v.stdout) as { error: string; message: string };
+  assert.equal(err.error, 'recording_purged');
+  assert.match(err.message, /deleted on .* by recording\.retention 2s/);
+  // the session row stays; a connection with the default retention keeps its recordings
+  assert.ok((await listSessions()).some((x) => x.id === s.id));
+  const main2 = await gw.cli(['sessions', 'verify', main.id], { home: 'ci' });
+  assert.equal(main2.code, 0, main2.stderr);
+  // and the sweep was audited
+  await loginClient(gw, 'admin', 'admin-bot', 'admin-secret');
+  const a = await gw.cli(['audit', '--json'], { home: 'admin' });
+  assert.equal(a.code, 0, a.stderr);
+  const purged = (JSON.parse(a.stdout) as Array<{ type: string; connection: string | null; data: { sessions: number; retention: string } }>).filter((e) => e.type === 'recording.purged');
+  assert.ok(purged.some((e) => e.connection === 'short' && e.data.sessions >= 1 && e.data.retention === '2s'), JSON.stringify(purged));
 });
 
 test('tampering with the store file is detected: an edited entry, a removed batch', async () => {

@@ -2,7 +2,7 @@
  * The gateway API client: fetch with the bearer token, every failure mapped to a HoopError with
  * the right exit code (401 → 3, 403/404 → 4, unreachable → 7) and the gateway's own message.
  */
-import { HoopError, AuthError, AccessDenied, NotFound, Unreachable, UsageError } from '../errors.ts';
+import { HoopError, AuthError, AccessDenied, ExitCode, NotFound, Unreachable, UsageError } from '../errors.ts';
 
 export function isLoopback(u: URL): boolean {
   return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(u.hostname);
@@ -45,6 +45,8 @@ export class GatewayClient {
     if (res.status === 401) throw new AuthError(code, message, { details });
     if (res.status === 403 || res.status === 409) throw new AccessDenied(message, { code, hint, details });
     if (res.status === 404) throw new NotFound(message, { hint, details });
+    // gone on purpose (a recording deleted by retention): as "not found", with the gateway's code
+    if (res.status === 410) throw new HoopError(code, message, { status: 410, hint, details, expose: true, exit: ExitCode.denied });
     if (res.status === 400 || res.status === 413) throw new UsageError(message, { hint, details });
     throw new HoopError(code, message, { status: res.status, hint, details, expose: true, exit: res.status >= 500 ? 7 : 1 });
   }

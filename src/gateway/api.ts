@@ -3,7 +3,7 @@
  * the issuer; errors leave through one normalizer (toHoopError) as `{error, message, hint}`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HoopError, AuthError, UsageError, NotFound, AccessDenied, toHoopError } from '../errors.ts';
+import { HoopError, AuthError, UsageError, NotFound, AccessDenied, ExitCode, toHoopError } from '../errors.ts';
 import type { GatewayConfig } from './config/load.ts';
 import type { Store, Lease } from './store/store.ts';
 import type { LeaseService, Caller } from './session/leases.ts';
@@ -139,7 +139,16 @@ export function createApi(deps: ApiDeps) {
       const c = await caller(req);
       const s = await store.getSession(id);
       if (!s || (s.user !== c.sub && !c.admin)) throw new NotFound(`no session "${id}"`, { hint: 'see `hoopctl sessions`' });
-      return { session: s, entries: await store.readRecording(id) };
+      const entries = await store.readRecording(id);
+      if (entries.length === 0) {
+        const purge = await store.getRecordingPurge(id);
+        if (purge) {
+          throw new HoopError('recording_purged', `the recording of session ${id} was deleted on ${new Date(purge.at).toISOString()} by ${purge.reason}`, {
+            status: 410, exit: ExitCode.denied, hint: 'recordings are kept for their connection\'s recording.retention (gateway.yaml); the session row and the audit log remain',
+          });
+        }
+      }
+      return { session: s, entries };
     }],
     ['GET', /^\/api\/audit$/, async (req, _res, _p, url) => {
       const c = await caller(req);

@@ -12,6 +12,7 @@ import { openStore, isPostgresUrl } from './store/open-store.ts';
 import type { Store } from './store/store.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Audit } from './audit/audit.ts';
+import { startRetention } from './recording/retention.ts';
 import { LeaseService } from './session/leases.ts';
 import { TunnelTokens } from './session/tunnel-token.ts';
 import { createApi, sendJson } from './api.ts';
@@ -85,6 +86,7 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
     if (req.url?.startsWith('/tunnel/')) void tunnels.upgrade(req, socket, head);
     else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
   });
+  const retention = startRetention({ cfg, store, audit, log });
   log.info({ listen: cfg.listen, public_url: cfg.public_url, issuer, connections: cfg.connections.length, store: store.kind }, 'gateway started');
 
   let closed: Promise<void> | undefined;
@@ -98,6 +100,7 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
         await tunnels.settled(3000);
         tunnels.close();
         await devIdp?.close();
+        await retention.stop();
         await sessionRows.flush();
         await audit.flush();
         await store.close();

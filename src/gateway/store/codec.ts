@@ -24,6 +24,19 @@ export const sessionFromRow = (r: Row): SessionRow => ({
 /** the lease fields `updateLease` may change, and their columns */
 export const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at' };
 
+/**
+ * The SQL condition (both stores; `s` = sessions, `l` = its lease; `cutoff` the placeholder of the
+ * cutoff time) under which a session's recording goes under retention: the session was over before
+ * the cutoff — it ended, or, its end never written (a gateway crash), its lease had ended or
+ * expired — it has rows in one of `tables`, and it is not purged yet. A session cannot outlive
+ * its lease, so a running one never matches.
+ */
+export function purgeable(cutoff: string, tables: string[]): string {
+  return `COALESCE(s.ended_at, l.ended_at, l.expires_at, s.started_at) < ${cutoff}
+        AND NOT EXISTS (SELECT 1 FROM recording_purges p WHERE p.session_id = s.id)
+        AND (${tables.map((t) => `EXISTS (SELECT 1 FROM ${t} r WHERE r.session_id = s.id)`).join(' OR ')})`;
+}
+
 /** one row of recording_batches */
 export interface BatchRow { sessionId: string; firstSeq: number; lastSeq: number; hash: string; entries: string }
 

@@ -14,8 +14,8 @@
  */
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
-import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, RecordingEntry, SessionFilter, SessionRow, Store } from './store.ts';
-import { LEASE_COLS, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
+import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
+import { LEASE_COLS, decodeBatch, encodeBatches, leaseFromRow, purgeable, sessionFromRow, type Row } from './codec.ts';
 import type { Logger } from '../log.ts';
 
 /** The channel lease changes are announced on; the payload is "<origin>:<lease id>". */
@@ -55,6 +55,32 @@ const MIGRATIONS: string[] = [
      FOR EACH ROW EXECUTE FUNCTION hoop_recordings_append_only();
    CREATE TRIGGER recording_batches_no_truncate BEFORE TRUNCATE ON recording_batches
      FOR EACH STATEMENT EXECUTE FUNCTION hoop_recordings_append_only();`,
+  // Retention (recording.retention): a session's recording may be deleted only once the session
+  // is noted in recording_purges, itself append-only; a noted session takes no more appends.
+  `CREATE TABLE recording_purges (session_id TEXT PRIMARY KEY, at BIGINT NOT NULL, reason TEXT NOT NULL);
+   CREATE FUNCTION hoop_recording_purges_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN RAISE EXCEPTION 'recording purges are append-only'; END $$;
+   CREATE TRIGGER recording_purges_no_change BEFORE UPDATE OR DELETE ON recording_purges
+     FOR EACH ROW EXECUTE FUNCTION hoop_recording_purges_append_only();
+   CREATE TRIGGER recording_purges_no_truncate BEFORE TRUNCATE ON recording_purges
+     FOR EACH STATEMENT EXECUTE FUNCTION hoop_recording_purges_append_only();
+   CREATE OR REPLACE FUNCTION hoop_recordings_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF TG_OP = 'DELETE' THEN
+         IF EXISTS (SELECT 1 FROM recording_purges p WHERE p.session_id = OLD.session_id) THEN RETURN OLD; END IF;
+       END IF;
+       RAISE EXCEPTION 'recordings are append-only';
+     END $$;
+   CREATE FUNCTION hoop_recordings_not_purged() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF EXISTS (SELECT 1 FROM recording_purges p WHERE p.session_id = NEW.session_id) THEN
+         RAISE EXCEPTION 'the recording of session % was purged by retention', NEW.session_id;
+       END IF;
+       RETURN NEW;
+     END $$;
+   CREATE TRIGGER recording_batches_not_purged BEFORE INSERT ON recording_batches
+     FOR EACH ROW EXECUTE FUNCTION hoop_recordings_not_purged();
+   CREATE INDEX sessions_connection_ended ON sessions (connection, ended_at);`,
 ];
 
 /** The URL with its password replaced, for messages and logs. */
@@ -235,6 +261,36 @@ export class PgStore implements Store {
     for (const b of await this.#rows('SELECT hash, entries FROM recording_batches WHERE session_id = $1 ORDER BY first_seq', [sessionId]))
       decodeBatch(sessionId, b.hash as string, b.entries as string, out);
     return out;
+  }
+
+  async purgeRecordings(r: PurgeRule): Promise<number> {
+    const args: unknown[] = [r.before, r.limit, r.at, r.reason];
+    let which = '';
+    if (r.connection !== undefined) { args.push(r.connection); which = `s.connection = $${args.length} AND`; }
+    else if (r.except?.length) { args.push(r.except); which = `s.connection <> ALL($${args.length}::text[]) AND`; }
+    const c = await this.#pool.connect();
+    try {
+      await c.query('BEGIN');
+      // the notes first, in their own statement: the DELETE's trigger must see them
+      const { rows } = await c.query(`INSERT INTO recording_purges (session_id, at, reason)
+          SELECT s.id, $3, $4 FROM sessions s LEFT JOIN leases l ON l.id = s.lease_id
+          WHERE ${which} ${purgeable('$1', ['recording_batches'])}
+          LIMIT $2
+        ON CONFLICT DO NOTHING RETURNING session_id`, args);
+      const ids = rows.map((x) => x.session_id as string);
+      if (ids.length) await c.query('DELETE FROM recording_batches WHERE session_id = ANY($1::text[])', [ids]);
+      await c.query('COMMIT');
+      return ids.length;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+  async getRecordingPurge(sessionId: string): Promise<RecordingPurge | undefined> {
+    const [p] = await this.#rows('SELECT * FROM recording_purges WHERE session_id = $1', [sessionId]);
+    return p && { sessionId, at: Number(p.at), reason: p.reason as string };
   }
 
   async getMeta(key: string): Promise<string | undefined> {

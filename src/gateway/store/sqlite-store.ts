@@ -5,8 +5,8 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, RecordingEntry, SessionFilter, SessionRow, Store } from './store.ts';
-import { LEASE_COLS, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
+import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
+import { LEASE_COLS, purgeable, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
 
 /** Migrations run in order, each once; `schema_version` records the last applied. Never edit a shipped one. */
 const MIGRATIONS: string[] = [
@@ -39,6 +39,23 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (session_id, first_seq));
    CREATE TRIGGER recording_batches_no_update BEFORE UPDATE ON recording_batches BEGIN SELECT RAISE(ABORT, 'recordings are append-only'); END;
    CREATE TRIGGER recording_batches_no_delete BEFORE DELETE ON recording_batches BEGIN SELECT RAISE(ABORT, 'recordings are append-only'); END;`,
+  // Retention (recording.retention): a session's recording may be deleted only once the session
+  // is noted in recording_purges, itself append-only; a noted session takes no more appends.
+  `CREATE TABLE recording_purges (session_id TEXT PRIMARY KEY, at INTEGER NOT NULL, reason TEXT NOT NULL);
+   CREATE TRIGGER recording_purges_no_update BEFORE UPDATE ON recording_purges BEGIN SELECT RAISE(ABORT, 'recording purges are append-only'); END;
+   CREATE TRIGGER recording_purges_no_delete BEFORE DELETE ON recording_purges BEGIN SELECT RAISE(ABORT, 'recording purges are append-only'); END;
+   DROP TRIGGER recordings_no_delete;
+   CREATE TRIGGER recordings_no_delete BEFORE DELETE ON recordings
+     WHEN NOT EXISTS (SELECT 1 FROM recording_purges p WHERE p.session_id = OLD.session_id)
+     BEGIN SELECT RAISE(ABORT, 'recordings are append-only'); END;
+   DROP TRIGGER recording_batches_no_delete;
+   CREATE TRIGGER recording_batches_no_delete BEFORE DELETE ON recording_batches
+     WHEN NOT EXISTS (SELECT 1 FROM recording_purges p WHERE p.session_id = OLD.session_id)
+     BEGIN SELECT RAISE(ABORT, 'recordings are append-only'); END;
+   CREATE TRIGGER recording_batches_not_purged BEFORE INSERT ON recording_batches
+     WHEN EXISTS (SELECT 1 FROM recording_purges p WHERE p.session_id = NEW.session_id)
+     BEGIN SELECT RAISE(ABORT, 'the recording of this session was purged by retention'); END;
+   CREATE INDEX sessions_connection_ended ON sessions(connection, ended_at);`,
 ];
 
 export class SqliteStore implements Store {
@@ -171,6 +188,32 @@ export class SqliteStore implements Store {
     for (const b of batches) decodeBatch(sessionId, b.hash as string, b.entries as string, out);
     if (legacy.length > 0 && batches.length > 0) out.sort((a, b) => a.seq - b.seq);
     return out;
+  }
+
+  async purgeRecordings(r: PurgeRule): Promise<number> {
+    const args: Array<string | number> = [];
+    let which = '';
+    if (r.connection !== undefined) { which = 's.connection = ?'; args.push(r.connection); }
+    else if (r.except?.length) { which = `s.connection NOT IN (${r.except.map(() => '?').join(', ')})`; args.push(...r.except); }
+    const ids = (this.#db.prepare(`SELECT s.id FROM sessions s LEFT JOIN leases l ON l.id = s.lease_id
+        WHERE ${which ? `${which} AND ` : ''}${purgeable('?', ['recording_batches', 'recordings'])}
+        LIMIT ?`).all(...args, r.before, r.limit) as Row[]).map((x) => x.id as string);
+    if (!ids.length) return 0;
+    const note = this.#q('INSERT INTO recording_purges (session_id, at, reason) VALUES (?, ?, ?) ON CONFLICT DO NOTHING');
+    const dropBatches = this.#q('DELETE FROM recording_batches WHERE session_id = ?');
+    const dropLegacy = this.#q('DELETE FROM recordings WHERE session_id = ?');
+    this.#tx(() => {
+      for (const id of ids) {
+        note.run(id, r.at, r.reason);
+        dropBatches.run(id);
+        dropLegacy.run(id);
+      }
+    });
+    return ids.length;
+  }
+  async getRecordingPurge(sessionId: string): Promise<RecordingPurge | undefined> {
+    const p = this.#q('SELECT * FROM recording_purges WHERE session_id = ?').get(sessionId) as Row | undefined;
+    return p && { sessionId, at: Number(p.at), reason: p.reason as string };
   }
 
   async getMeta(key: string): Promise<string | undefined> {

@@ -61,6 +61,16 @@ export interface RecordingEntry {
   hash: string;
 }
 
+/** a session's recording deleted by the retention policy: when, and under which rule */
+export interface RecordingPurge { sessionId: string; at: number; reason: string }
+
+/**
+ * Which recordings `purgeRecordings` deletes: those of sessions of `connection` (or of every
+ * connection not in `except`) that were over before `before` — ended, or, a session whose end was
+ * never written (a crash), once its lease had ended or expired.
+ */
+export interface PurgeRule { connection?: string; except?: string[]; before: number; at: number; reason: string; limit: number }
+
 export interface LeaseFilter { user?: string; activeOnly?: boolean }
 export interface SessionFilter { user?: string; connection?: string; since?: number; leaseId?: string }
 
@@ -96,6 +106,15 @@ export interface Store {
   appendRecording(entries: RecordingEntry[]): Promise<void>;
   /** every entry of a session's recording, in seq order */
   readRecording(sessionId: string): Promise<RecordingEntry[]>;
+  /**
+   * Retention: deletes the recordings the rule selects, at most `limit` sessions, in one
+   * transaction. Each session is first noted in `recording_purges` (append-only itself): the
+   * database lets only a noted session's recording rows be deleted, and refuses further appends to
+   * it. Resolves the number of sessions purged.
+   */
+  purgeRecordings(rule: PurgeRule): Promise<number>;
+  /** whether (when, why) a session's recording was purged */
+  getRecordingPurge(sessionId: string): Promise<RecordingPurge | undefined>;
 
   /** a small key/value area for gateway secrets (tunnel-token key) and settings */
   getMeta(key: string): Promise<string | undefined>;
