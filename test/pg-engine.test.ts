@@ -45,6 +45,40 @@ test('psql runs queries through the engine, logged in with SCRAM as the configur
   });
 });
 
+test('the target is dialled when the session starts, before the startup message; an early connection that died meanwhile is replaced', async () => {
+  await withGateway({ target: { sslmode: 'disable' } }, async (gw) => {
+    /** node-postgres over a connection to the gateway opened `waitMs` before it logs in */
+    const backendAge = async (waitMs: number): Promise<number> => {
+      const sock = net.connect(gw.port, '127.0.0.1');
+      await new Promise((r) => sock.once('connect', r));
+      await new Promise((r) => setTimeout(r, waitMs));
+      // node-postgres connects the stream it is given: this one is connected already
+      sock.connect = (() => { process.nextTick(() => sock.emit('connect')); return sock; }) as typeof sock.connect;
+      const c = client(gw, { stream: () => sock });
+      await c.connect();
+      try {
+        const { rows } = await c.query('select extract(epoch from clock_timestamp() - backend_start)::float8 as age from pg_stat_activity where pid = pg_backend_pid()');
+        return rows[0].age;
+      } finally {
+        await c.end();
+      }
+    };
+    const early = await backendAge(1000);
+    assert.ok(early >= 0.9, `the backend was started while the client waited (age ${early} s)`);
+    // the target gives up on a connection without a startup message after authentication_timeout
+    await db.psql(`alter system set authentication_timeout = '1s'`);
+    await db.psql('select pg_reload_conf()');
+    try {
+      const fresh = await backendAge(2500);
+      assert.ok(fresh < 0.9, `login dialled again (age ${fresh} s)`);
+    } finally {
+      await db.psql('alter system reset authentication_timeout');
+      await db.psql('select pg_reload_conf()');
+    }
+    assert.equal(gw.sessions.length, 2);
+  });
+});
+
 test('the client gets the server ParameterStatus values and a BackendKeyData of the gateway, not the backend', async () => {
   await withGateway({}, async (gw) => {
     const c = client(gw);

@@ -202,6 +202,7 @@ class PostgresEngine implements Engine {
   }
 
   handle(client: Duplex): Promise<void> {
+    this.preDial();
     return new Promise<void>((resolve) => {
       this.done = resolve;
       this.client = clientLink(client, {
@@ -498,6 +499,41 @@ class PostgresEngine implements Engine {
     }
   }
 
+  /**
+   * The target connection is dialled as the session starts, before the client's startup message:
+   * libpq first asks for SSL and waits for our 'N', a round trip through the tunnel during which
+   * the target accepts the connection and forks its backend (measured: -C sessions/s, see
+   * bench/RESULTS.md). PostgreSQL does not log a connection closed before its first byte, so a
+   * session that never logs in costs the target only that backend. A socket that died meanwhile
+   * (authentication_timeout, a target restart) is replaced by a fresh dial; a failed dial is not an
+   * error until login dials again and reports it.
+   */
+  private early: Promise<Socket | null> | null = null;
+  private preDial(): void {
+    this.early = this.ctx.dialTarget().then((s) => {
+      if (this.closed) { s.destroy(); return null; }
+      const dead = () => { s.destroy(); };
+      s.once('end', dead).once('close', dead).on('error', dead);
+      // nothing may arrive before our startup message; anything that does makes the socket unusable
+      s.once('readable', dead);
+      (s as Socket & { hoopEarly?: () => void }).hoopEarly = () => { s.off('end', dead).off('close', dead).off('error', dead).off('readable', dead); };
+      return s;
+    }, () => null);
+  }
+
+  /** the early socket when it is still fresh, else a new dial */
+  private async takeTarget(): Promise<Socket> {
+    const early = this.early;
+    this.early = null;
+    const s = early ? await early : null;
+    if (s) {
+      (s as Socket & { hoopEarly?: () => void }).hoopEarly?.();
+      if (!s.destroyed && s.writable && s.readableLength === 0) return s;
+      s.destroy();
+    }
+    return this.ctx.dialTarget();
+  }
+
   private async forwardCancel(pid: number, secret: number): Promise<void> {
     const entry = lookupBackend(pid, secret);
     try {
@@ -505,7 +541,7 @@ class PostgresEngine implements Engine {
         this.ctx.log.info('cancel request for an unknown backend key ignored');
         return;
       }
-      const s = await this.ctx.dialTarget();
+      const s = await this.takeTarget();
       await new Promise<void>((resolve) => { s.end(cancelRequest(entry.pid, entry.secret), () => resolve()); s.once('error', () => resolve()); s.once('close', () => resolve()); });
       s.destroy();
       this.ctx.audit('query.cancelled', {});
@@ -533,7 +569,7 @@ class PostgresEngine implements Engine {
     let session: TargetSession;
     try {
       const policyP = loadPolicy(ctx.connection);
-      session = await loginToTarget({ target: t, user, password: ctx.secret.password, database, params, dial: () => ctx.dialTarget(), signal: ctx.signal });
+      session = await loginToTarget({ target: t, user, password: ctx.secret.password, database, params, dial: () => this.takeTarget(), signal: ctx.signal });
       try {
         this.policy = await policyP;
       } catch (err) {
@@ -1117,6 +1153,7 @@ class PostgresEngine implements Engine {
     this.phase = 'closed';
     this.releaseKey?.();
     this.releaseKey = null;
+    if (this.early) { void this.early.then((s) => s?.destroy()); this.early = null; }
     if (this.announceTimer) { clearTimeout(this.announceTimer); this.announceTimer = null; }
     try {
       this.recordUnfinished();
