@@ -45,32 +45,44 @@ test('psql runs queries through the engine, logged in with SCRAM as the configur
   });
 });
 
-test('the target is dialled when the session starts, before the startup message; an early connection that died meanwhile is replaced', async () => {
+/** node-postgres over a connection to the gateway opened `waitMs` before it logs in */
+async function lateClient(gw: TestGateway, waitMs: number): Promise<pg.Client> {
+  const sock = net.connect(gw.port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  await new Promise((r) => setTimeout(r, waitMs));
+  // node-postgres connects the stream it is given: this one is connected already
+  sock.connect = (() => { process.nextTick(() => sock.emit('connect')); return sock; }) as typeof sock.connect;
+  const c = client(gw, { stream: () => sock });
+  await c.connect();
+  return c;
+}
+
+/** how long ago the target backend of a session opened `waitMs` before its login was started (s), and whether it uses TLS */
+async function backendAfter(gw: TestGateway, waitMs: number): Promise<{ age: number; ssl: boolean }> {
+  const c = await lateClient(gw, waitMs);
+  try {
+    const { rows } = await c.query('select ssl, extract(epoch from clock_timestamp() - backend_start)::float8 as age from pg_stat_ssl join pg_stat_activity using (pid) where pid = pg_backend_pid()');
+    return rows[0];
+  } finally {
+    await c.end();
+  }
+}
+
+test('the target is dialled (and TLS settled) when the session starts, before the startup message; an early connection that died meanwhile is replaced', async () => {
+  await withGateway({ target: { sslmode: 'require' } }, async (gw) => {
+    const b = await backendAfter(gw, 1000);
+    assert.equal(b.ssl, true);
+    assert.ok(b.age >= 0.9, `the TLS backend was started while the client waited (age ${b.age} s)`);
+  });
   await withGateway({ target: { sslmode: 'disable' } }, async (gw) => {
-    /** node-postgres over a connection to the gateway opened `waitMs` before it logs in */
-    const backendAge = async (waitMs: number): Promise<number> => {
-      const sock = net.connect(gw.port, '127.0.0.1');
-      await new Promise((r) => sock.once('connect', r));
-      await new Promise((r) => setTimeout(r, waitMs));
-      // node-postgres connects the stream it is given: this one is connected already
-      sock.connect = (() => { process.nextTick(() => sock.emit('connect')); return sock; }) as typeof sock.connect;
-      const c = client(gw, { stream: () => sock });
-      await c.connect();
-      try {
-        const { rows } = await c.query('select extract(epoch from clock_timestamp() - backend_start)::float8 as age from pg_stat_activity where pid = pg_backend_pid()');
-        return rows[0].age;
-      } finally {
-        await c.end();
-      }
-    };
-    const early = await backendAge(1000);
-    assert.ok(early >= 0.9, `the backend was started while the client waited (age ${early} s)`);
+    const early = await backendAfter(gw, 1000);
+    assert.ok(early.age >= 0.9, `the backend was started while the client waited (age ${early.age} s)`);
     // the target gives up on a connection without a startup message after authentication_timeout
     await db.psql(`alter system set authentication_timeout = '1s'`);
     await db.psql('select pg_reload_conf()');
     try {
-      const fresh = await backendAge(2500);
-      assert.ok(fresh < 0.9, `login dialled again (age ${fresh} s)`);
+      const fresh = await backendAfter(gw, 2500);
+      assert.ok(fresh.age < 0.9, `login dialled again (age ${fresh.age} s)`);
     } finally {
       await db.psql('alter system reset authentication_timeout');
       await db.psql('select pg_reload_conf()');

@@ -5,14 +5,12 @@
  * reach the client.
  */
 import { randomInt } from 'node:crypto';
-import type { Socket } from 'node:net';
 
 export interface CancelTarget {
   /** connection name the key belongs to: a cancel through another connection's lease is ignored */
   connection: string;
   pid: number;
   secret: number;
-  dial(): Promise<Socket>;
 }
 
 const byKey = new Map<string, CancelTarget>();

@@ -30,7 +30,7 @@ import {
   parseStartupPacket, parseTargetRef, readyForQuery, sslNo, terminateMessage,
 } from './messages.ts';
 import { Outbox } from './outbox.ts';
-import { loginToTarget, TargetLoginError, type TargetSession } from './target-login.ts';
+import { loginToTarget, openTarget, TargetLoginError, type TargetChannel, type TargetSession } from './target-login.ts';
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
 import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Screen, type Verdict } from './policy.ts';
 import { Catalog, mayChangeCatalog } from './catalog.ts';
@@ -500,38 +500,46 @@ class PostgresEngine implements Engine {
   }
 
   /**
-   * The target connection is dialled as the session starts, before the client's startup message:
+   * The target connection is opened as the session starts, before the client's startup message:
    * libpq first asks for SSL and waits for our 'N', a round trip through the tunnel during which
-   * the target accepts the connection and forks its backend (measured: -C sessions/s, see
-   * bench/RESULTS.md). PostgreSQL does not log a connection closed before its first byte, so a
-   * session that never logs in costs the target only that backend. A socket that died meanwhile
-   * (authentication_timeout, a target restart) is replaced by a fresh dial; a failed dial is not an
-   * error until login dials again and reports it.
+   * the target accepts the connection, forks its backend and settles TLS with us (measured: -C
+   * sessions/s, see bench/RESULTS.md). PostgreSQL does not log a connection closed before its
+   * first message, so a session that never logs in costs the target only that backend. A
+   * connection that died meanwhile (authentication_timeout, a target restart) is replaced by a
+   * fresh one; a failure to open it is reported when login needs it.
    */
-  private early: Promise<Socket | null> | null = null;
+  private early: Promise<TargetChannel | Error> | null = null;
   private preDial(): void {
-    this.early = this.ctx.dialTarget().then((s) => {
-      if (this.closed) { s.destroy(); return null; }
+    this.early = this.openTarget().then((ch) => {
+      if (this.closed) { ch.socket.destroy(); return new Error('closed'); }
+      const s = ch.socket;
       const dead = () => { s.destroy(); };
-      s.once('end', dead).once('close', dead).on('error', dead);
-      // nothing may arrive before our startup message; anything that does makes the socket unusable
-      s.once('readable', dead);
-      (s as Socket & { hoopEarly?: () => void }).hoopEarly = () => { s.off('end', dead).off('close', dead).off('error', dead).off('readable', dead); };
-      return s;
-    }, () => null);
+      // nothing may arrive before our startup message: data or an end makes the connection unusable
+      s.once('readable', dead).once('close', dead).on('error', dead);
+      this.unwatchEarly = () => { s.off('readable', dead).off('close', dead).off('error', dead); };
+      return ch;
+    }, (err: Error) => err);
   }
 
-  /** the early socket when it is still fresh, else a new dial */
-  private async takeTarget(): Promise<Socket> {
+  private unwatchEarly: (() => void) | null = null;
+
+  private openTarget(): Promise<TargetChannel> {
+    return this.ctx.dialTarget().then((raw) => openTarget(raw, this.ctx.connection.target));
+  }
+
+  /** the early connection when it is still fresh, else a new one */
+  private async takeTarget(): Promise<TargetChannel> {
     const early = this.early;
     this.early = null;
-    const s = early ? await early : null;
-    if (s) {
-      (s as Socket & { hoopEarly?: () => void }).hoopEarly?.();
-      if (!s.destroyed && s.writable && s.readableLength === 0) return s;
-      s.destroy();
+    const ch = early ? await early : null;
+    if (ch instanceof Error) throw ch;
+    if (ch) {
+      this.unwatchEarly?.();
+      this.unwatchEarly = null;
+      if (!ch.socket.destroyed && ch.socket.writable && ch.socket.readableLength === 0) return ch;
+      ch.socket.destroy();
     }
-    return this.ctx.dialTarget();
+    return this.openTarget();
   }
 
   private async forwardCancel(pid: number, secret: number): Promise<void> {
@@ -541,7 +549,7 @@ class PostgresEngine implements Engine {
         this.ctx.log.info('cancel request for an unknown backend key ignored');
         return;
       }
-      const s = await this.takeTarget();
+      const { socket: s } = await this.takeTarget();
       await new Promise<void>((resolve) => { s.end(cancelRequest(entry.pid, entry.secret), () => resolve()); s.once('error', () => resolve()); s.once('close', () => resolve()); });
       s.destroy();
       this.ctx.audit('query.cancelled', {});
@@ -569,7 +577,7 @@ class PostgresEngine implements Engine {
     let session: TargetSession;
     try {
       const policyP = loadPolicy(ctx.connection);
-      session = await loginToTarget({ target: t, user, password: ctx.secret.password, database, params, dial: () => this.takeTarget(), signal: ctx.signal });
+      session = await loginToTarget({ target: t, user, password: ctx.secret.password, database, params, open: () => this.takeTarget(), signal: ctx.signal });
       try {
         this.policy = await policyP;
       } catch (err) {
@@ -592,7 +600,7 @@ class PostgresEngine implements Engine {
     this.judge = this.policy.newJudge();
     this.screen = this.policy.mask?.newScreen() ?? null;
     if (this.policy.mask?.columnRules) this.catalog = Catalog.for({ target: t, user, password: ctx.secret.password, database, tls: session.tls });
-    const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret, dial: () => ctx.dialTarget() });
+    const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret });
     this.releaseKey = key.release;
     this.txStatus = session.txStatus;
 
@@ -1153,7 +1161,7 @@ class PostgresEngine implements Engine {
     this.phase = 'closed';
     this.releaseKey?.();
     this.releaseKey = null;
-    if (this.early) { void this.early.then((s) => s?.destroy()); this.early = null; }
+    if (this.early) { void this.early.then((ch) => { if (!(ch instanceof Error)) ch.socket.destroy(); }); this.early = null; }
     if (this.announceTimer) { clearTimeout(this.announceTimer); this.announceTimer = null; }
     try {
       this.recordUnfinished();

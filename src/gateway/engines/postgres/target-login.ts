@@ -46,7 +46,8 @@ export interface LoginOptions {
   database: string;
   /** extra startup parameters from the client (application_name, client_encoding, ...) */
   params: Array<[string, string]>;
-  dial(): Promise<Socket>;
+  /** a connection to the target with TLS settled (openTarget) */
+  open(): Promise<TargetChannel>;
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -67,6 +68,22 @@ function readSslAnswer(socket: Socket): Promise<number> {
     socket.once('error', onErr);
     socket.once('close', onClose);
   });
+}
+
+/**
+ * A connection to the target ready for a StartupMessage or a CancelRequest: TLS negotiated as
+ * target.sslmode asks (PostgreSQL takes either message after its SSL answer). `socket` is the TLS
+ * socket over `raw`, or `raw` itself.
+ */
+export interface TargetChannel { socket: Socket | TLSSocket; raw: Socket; tls: boolean }
+
+export async function openTarget(raw: Socket, target: TargetConfig, timeoutMs = 30_000): Promise<TargetChannel> {
+  try {
+    return { ...(await withTimeout(negotiateTls(raw, target), timeoutMs, undefined, raw, 'TLS negotiation with the target')), raw };
+  } catch (err) {
+    raw.destroy();
+    throw err;
+  }
 }
 
 async function negotiateTls(raw: Socket, target: TargetConfig): Promise<{ socket: Socket | TLSSocket; tls: boolean }> {
@@ -97,26 +114,26 @@ async function negotiateTls(raw: Socket, target: TargetConfig): Promise<{ socket
 }
 
 export async function loginToTarget(opts: LoginOptions): Promise<TargetSession> {
-  const raw = await opts.dial();
+  const ch = await opts.open();
   try {
-    return await withTimeout(login(raw, opts), opts.timeoutMs ?? 30_000, opts.signal, raw);
+    return await withTimeout(login(ch, opts), opts.timeoutMs ?? 30_000, opts.signal, ch.raw);
   } catch (err) {
-    raw.destroy();
+    ch.socket.destroy();
+    ch.raw.destroy();
     throw err;
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, raw: Socket): Promise<T> {
+function withTimeout<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, raw: Socket, what = 'target login'): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new TargetLoginError(`target login timed out after ${ms} ms`, '08006')); raw.destroy(); }, ms);
+    const timer = setTimeout(() => { reject(new TargetLoginError(`${what} timed out after ${ms} ms`, '08006')); raw.destroy(); }, ms);
     const onAbort = () => { reject(new TargetLoginError(String(signal?.reason ?? 'aborted'), '57P01')); raw.destroy(); };
     signal?.addEventListener('abort', onAbort, { once: true });
     p.then(resolve, reject).finally(() => { clearTimeout(timer); signal?.removeEventListener('abort', onAbort); });
   });
 }
 
-async function login(raw: Socket, opts: LoginOptions): Promise<TargetSession> {
-  const { socket, tls } = await negotiateTls(raw, opts.target);
+async function login({ socket, tls }: TargetChannel, opts: LoginOptions): Promise<TargetSession> {
   const startup: Array<[string, string]> = [['user', opts.user], ['database', opts.database], ...opts.params];
   socket.write(startupMessage(startup));
 
