@@ -11,20 +11,29 @@ import { freePort } from './helpers/postgres.ts';
 
 const exec = promisify(execFile);
 
-test('demo: starts, prints the next commands, masks and blocks through a real psql, stops on Ctrl-C', async () => {
+/** `hoopctl demo` in a fresh folder, once it says it is running */
+async function startDemo() {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'hoop-demo-test-'));
   const proc = spawn(process.execPath, [BIN, 'demo', '--port', String(port), '--dir', dir], { env: { ...process.env, HOOP_LOG_LEVEL: 'warn', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout.on('data', (d) => { out += d; });
-  proc.stderr.on('data', (d) => { out += d; });
-  const exited = new Promise<number | null>((r) => proc.on('close', r));
-  try {
-    const deadline = Date.now() + 90_000;
-    while (!/hoopctl demo is running/.test(out)) {
-      assert.ok(Date.now() < deadline && proc.exitCode === null, `demo did not start:\n${out}`);
-      await new Promise((r) => setTimeout(r, 200));
+  const demo = { port, dir, proc, out: '', exited: new Promise<number | null>((r) => proc.on('close', r)) };
+  proc.stdout.on('data', (d) => { demo.out += d; });
+  proc.stderr.on('data', (d) => { demo.out += d; });
+  const deadline = Date.now() + 90_000;
+  while (!/hoopctl demo is running/.test(demo.out)) {
+    if (Date.now() > deadline || proc.exitCode !== null) {
+      proc.kill('SIGKILL');
+      throw new Error(`demo did not start:\n${demo.out}`);
     }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return demo;
+}
+
+test('demo: starts, prints the next commands, masks and blocks through a real psql, stops on Ctrl-C', async () => {
+  const { port, dir, proc, exited, ...demo } = await startDemo();
+  const out = demo.out;
+  try {
     assert.match(out, new RegExp(`export HOOP_GATEWAY=http://127\\.0\\.0\\.1:${port}`));
     assert.match(out, /hoopctl login/);
     assert.match(out, /hoopctl connect customers/);
@@ -53,4 +62,18 @@ test('demo: starts, prints the next commands, masks and blocks through a real ps
     rmSync(dir, { recursive: true, force: true });
   }
   assert.ok(!existsSync(dir));
+});
+
+test('demo: closing its terminal (SIGHUP) stops the gateway and the throwaway database too', async () => {
+  const demo = await startDemo();
+  try {
+    const pidFile = join(demo.dir, 'postgres', 'pgdata', 'postmaster.pid');
+    assert.ok(existsSync(pidFile), 'the demo database runs');
+    demo.proc.kill('SIGHUP');
+    assert.equal(await demo.exited, 0, demo.out);
+    assert.ok(!existsSync(pidFile), 'the demo database was stopped');
+  } finally {
+    demo.proc.kill('SIGKILL');
+    rmSync(demo.dir, { recursive: true, force: true });
+  }
 });

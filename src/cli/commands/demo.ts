@@ -52,8 +52,8 @@ ${bold('Try it, in another terminal:')}
   Scripts: HOOP_CLIENT_ID=ci-bot HOOP_CLIENT_SECRET=ci-secret hoopctl login --client-credentials
 `);
   await new Promise<void>((res) => {
-    process.once('SIGINT', () => res());
-    process.once('SIGTERM', () => res());
+    // SIGHUP: the terminal that ran the demo was closed; the throwaway cluster must not outlive it
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => res());
   });
   info('Stopping the demo...');
   await gw.close();
