@@ -14,7 +14,8 @@ import { pino } from 'pino';
 import { GENESIS, Recorder, chainHash, verifyChain } from '../src/gateway/recording/recorder.ts';
 import { SqliteStore } from '../src/gateway/store/sqlite-store.ts';
 import type { RecordingEntry, SessionRow } from '../src/gateway/store/store.ts';
-import { startRetention, DEFAULT_RETENTION_MS } from '../src/gateway/recording/retention.ts';
+import { startRetention } from '../src/gateway/recording/retention.ts';
+import { DEFAULT_RETENTION_MS } from '../src/gateway/config/schema.ts';
 import { Audit } from '../src/gateway/audit/audit.ts';
 import type { GatewayConfig } from '../src/gateway/config/load.ts';
 

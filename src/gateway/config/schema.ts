@@ -15,6 +15,9 @@ export const GUARDRAIL_RULES = [
 ] as const;
 export type GuardrailRule = (typeof GUARDRAIL_RULES)[number];
 
+/** `recording.retention` when a connection sets none (PRODUCT.md: 90d) */
+export const DEFAULT_RETENTION_MS = 90 * 86_400_000;
+
 export const DETECTORS = ['email', 'credit_card', 'ssn', 'phone', 'iban', 'ipv4', 'secret'] as const;
 export type Detector = (typeof DETECTORS)[number];
 
@@ -75,11 +78,11 @@ const connection = z.strictObject({
   }).optional(),
   recording: z.strictObject({
     results: z.boolean().default(true),
-    retention: duration('recording.retention').default(90 * 86_400_000),
+    retention: duration('recording.retention').default(DEFAULT_RETENTION_MS),
     /** (extension) result rows kept per statement / per session */
     max_rows_per_statement: z.number().int().min(0).default(100),
     max_rows_per_session: z.number().int().min(0).default(10_000),
-  }).default({ results: true, retention: 90 * 86_400_000, max_rows_per_statement: 100, max_rows_per_session: 10_000 }),
+  }).default({ results: true, retention: DEFAULT_RETENTION_MS, max_rows_per_statement: 100, max_rows_per_session: 10_000 }),
 });
 
 export const configSchema = z.strictObject({

@@ -12,12 +12,12 @@
  * is the table's key), and each replica deletes only what it noted.
  */
 import type { GatewayConfig } from '../config/load.ts';
+import { DEFAULT_RETENTION_MS } from '../config/schema.ts';
 import { formatDuration } from '../config/duration.ts';
 import type { Store } from '../store/store.ts';
 import type { Audit } from '../audit/audit.ts';
 import type { Logger } from '../log.ts';
 
-export const DEFAULT_RETENTION_MS = 90 * 86_400_000;
 const SWEEP_MS = Number(process.env.HOOP_RETENTION_SWEEP_MS ?? 3_600_000);
 /** the first sweep waits this long after start (at most SWEEP_MS), so it never delays start-up */
 const FIRST_SWEEP_MS = 10_000;
@@ -38,17 +38,17 @@ export function startRetention(deps: { cfg: GatewayConfig; store: Store; audit: 
   let stopped = false;
 
   async function purge(rule: { connection?: string; except?: string[] }, retentionMs: number, now: number): Promise<number> {
-    const reason = `recording.retention ${formatDuration(retentionMs)}${rule.connection !== undefined ? ` of connection "${rule.connection}"` : ' (default; the connection is no longer configured)'}`;
+    const retention = formatDuration(retentionMs);
+    const before = now - retentionMs;
+    const reason = `recording.retention ${retention}${rule.connection !== undefined ? ` of connection "${rule.connection}"` : ' (default; the connection is no longer configured)'}`;
     let total = 0;
     for (;;) {
-      const n = await store.purgeRecordings({ ...rule, before: now - retentionMs, at: now, reason, limit: STEP });
+      const n = await store.purgeRecordings({ ...rule, before, at: now, reason, limit: STEP });
       total += n;
       if (n < STEP || stopped) break;
       await new Promise((r) => setImmediate(r));
     }
-    if (total > 0) {
-      audit.emit('recording.purged', { connection: rule.connection ?? null, data: { sessions: total, retention: formatDuration(retentionMs), before: now - retentionMs } });
-    }
+    if (total > 0) audit.emit('recording.purged', { connection: rule.connection ?? null, data: { sessions: total, retention, before } });
     return total;
   }
 

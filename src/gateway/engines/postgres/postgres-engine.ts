@@ -510,7 +510,7 @@ class PostgresEngine implements Engine {
    */
   private early: Promise<TargetChannel | Error> | null = null;
   private preDial(): void {
-    this.early = this.openTarget().then((ch) => {
+    this.early = this.connectTarget().then((ch) => {
       if (this.closed) { ch.socket.destroy(); return new Error('closed'); }
       const s = ch.socket;
       const dead = () => { s.destroy(); };
@@ -523,7 +523,8 @@ class PostgresEngine implements Engine {
 
   private unwatchEarly: (() => void) | null = null;
 
-  private openTarget(): Promise<TargetChannel> {
+  /** a new connection to the target, TLS settled */
+  private connectTarget(): Promise<TargetChannel> {
     return this.ctx.dialTarget().then((raw) => openTarget(raw, this.ctx.connection.target));
   }
 
@@ -539,7 +540,7 @@ class PostgresEngine implements Engine {
       if (!ch.socket.destroyed && ch.socket.writable && ch.socket.readableLength === 0) return ch;
       ch.socket.destroy();
     }
-    return this.openTarget();
+    return this.connectTarget();
   }
 
   private async forwardCancel(pid: number, secret: number): Promise<void> {
