@@ -88,7 +88,7 @@ export function buildProgram(): Command {
   // `sessions` and `sessions verify` both take --json/--gateway: each keeps the ones written after it
   sessions.enablePositionalOptions();
   sessions.command('verify')
-    .description('check a recording\'s hash chain on this machine (exit 1 when it was altered)')
+    .description('check a recording\'s hash chain on this machine (exit 1 when it was altered, 4 when retention deleted it)')
     .argument('<session-id>')
     .addOption(gatewayOpt())
     .option('--json', 'print {session, ok, entries, problem?, seq?}')
