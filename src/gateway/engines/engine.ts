@@ -57,10 +57,35 @@ export interface EngineContext extends SessionIdentity {
   /** Aborted when the lease ends; `signal.reason` is the human reason ("lease expired"). */
   signal: AbortSignal;
   /**
-   * Resolves a pending guardrail review for one statement: resolves true when approved,
-   * false when rejected or timed out. Engines without review support treat review as deny.
+   * Holds one statement or command for a human review (reviews issue): resolves with the outcome
+   * once a reviewer decides, the review times out, or `signal` aborts (the client withdrew: Ctrl-C,
+   * CancelRequest, disconnect). `onPending` is called once the review exists, with its id and the
+   * command that approves it, so the engine can tell its client (PostgreSQL: a NoticeResponse).
+   * Engines without review support, or when this is undefined, treat review as deny.
    */
-  requestReview?(request: { rule: string; statement: string }): Promise<boolean>;
+  requestReview?(request: ReviewRequest): Promise<ReviewOutcome>;
+}
+
+export interface ReviewRequest {
+  /** the guardrail rule or pattern that held it, e.g. `delete` or `review_patterns[0]` */
+  rule: string;
+  /** exactly what will run once approved (never shown raw: see `display`) */
+  statement: string;
+  /** what reviewers see: the statement with literal values masked per the connection's masking */
+  display: string;
+  /** `statement` (SQL) or `command` (ssh exec / typed line) */
+  kind?: 'statement' | 'command';
+  /** aborted when the client withdraws the request; the review is then cancelled */
+  signal?: AbortSignal;
+  onPending?(review: { id: string; approveCommand: string; expiresAt: number }): void;
+}
+
+export interface ReviewOutcome {
+  id: string;
+  status: 'approved' | 'rejected' | 'expired' | 'cancelled';
+  /** the deciding reviewer (last approver or the rejecter); null for expired/cancelled */
+  by: string | null;
+  reason: string | null;
 }
 
 export interface Engine {

@@ -416,8 +416,8 @@ class PostgresEngine implements Engine {
     this.client?.pause();
     this.flushTarget();
     this.ctx.audit('query.review_requested', { rule: verdict.rule, statement: this.maskText(text) });
-    this.ctx.requestReview({ rule: verdict.rule, statement: text }).then(
-      (approved) => this.reviewed(approved, mode, text, verdict, buf, start, end, stmtName),
+    this.ctx.requestReview({ rule: verdict.rule, statement: text, display: this.maskText(text) }).then(
+      (o) => this.reviewed(o.status === 'approved', mode, text, verdict, buf, start, end, stmtName),
       (err) => { this.ctx.log.warn({ err }, 'review failed'); this.reviewed(false, mode, text, verdict, buf, start, end, stmtName); },
     );
   }
