@@ -123,7 +123,8 @@ test('review: the statement is held until approved, and refused when rejected', 
     requestReview: async ({ rule, statement }) => {
       asked.push(`${rule}:${statement}`);
       await new Promise((r) => setTimeout(r, 200));
-      return statement.includes('set id = 99');
+      const approved = statement.includes('set id = 99');
+      return { id: 'r_test', status: approved ? 'approved' : 'rejected', by: 'bob', reason: null };
     },
   }, async (gw) => {
     const c = client(gw);
