@@ -509,7 +509,7 @@ class PostgresEngine implements Engine {
     const statement = this.policy ? this.policy.reviewText(text) : text;
     ctx.audit('query.blocked', { rule: v.rule, statement, message: v.message });
     if (this.completed.length > 0) this.recordCompletedOps(); // keep the recording in order
-    ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message });
+    ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message, ...(as.routine !== 'hoop_guardrail' ? { routine: as.routine } : {}) });
     const hint = as.routine === 'hoop_guardrail' ? `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement` : as.hint;
     const err = errorResponse('ERROR', as.code, v.message, { hint, routine: as.routine });
     if (mode === 'simple') this.pushSynthetic(err, true);
