@@ -2,7 +2,7 @@
 _hoopctl() {
   local cur="${COMP_WORDS[COMP_CWORD]}" cmd="${COMP_WORDS[1]}" opts
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=( $(compgen -W "login logout whoami connections ls connect leases revoke sessions replay audit gateway demo completion --help --version" -- "$cur") )
+    COMPREPLY=( $(compgen -W "login logout whoami connections ls connect leases revoke reviews approve reject sessions replay audit gateway demo completion --help --version" -- "$cur") )
     return
   fi
   case "$cmd" in
@@ -13,6 +13,9 @@ _hoopctl() {
     connect) opts="--port -p --duration -d --reason -r --new-lease --gateway --json" ;;
     leases) opts="--all -a --gateway --json" ;;
     revoke) opts="--gateway --json" ;;
+    reviews) opts="--mine --all -a --watch -w --gateway --json" ;;
+    approve) opts="--reason -r --gateway --json" ;;
+    reject) opts="--reason -r --gateway --json" ;;
     sessions) opts="verify --conn --user --since --gateway --json" ;;
     replay) opts="--speed --timing --no-timing --format --gateway --json" ;;
     audit) opts="--since --gateway --json" ;;

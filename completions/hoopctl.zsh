@@ -11,6 +11,9 @@ _hoopctl() {
     'connect:lease a connection and open a local port that tunnels to it through the gateway'
     'leases:list your leases (--all\: every user'\''s, admins only)'
     'revoke:end a lease now\: its open connections are closed'
+    'reviews:review requests you may decide (--mine\: yours; --all\: everyone'\''s, admins); --watch stays open'
+    'approve:approve a review request\: a pending lease starts, a held statement runs (never your own request)'
+    'reject:reject a review request\: the lease is refused, or the held statement gets an error'
     'sessions:list recorded sessions (yours; admins may pass --user)'
     'replay:replay a session'\''s recording\: statements, masked results, blocked statements, with the original timing'
     'audit:the gateway'\''s audit log\: leases, sessions, blocked statements (admins)'
@@ -37,6 +40,12 @@ _hoopctl() {
       _arguments '(--all -a)'{--all,-a}'[every user'\''s leases (admins)]' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (revoke)
       _arguments '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
+    (reviews)
+      _arguments '--mine[your own requests, in every state]' '(--all -a)'{--all,-a}'[every request (admins)]' '(--watch -w)'{--watch,-w}'[stay open\: a live list on a terminal, one line per change otherwise]' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON (with --watch\: one JSON object a line)]' '*:arg:' ;;
+    (approve)
+      _arguments '(--reason -r)'{--reason,-r}'[why (at most 4 KiB; audited, shown to the requester)]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
+    (reject)
+      _arguments '(--reason -r)'{--reason,-r}'[why (at most 4 KiB; shown to the requester)]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (sessions)
       _arguments '--conn[only this connection]:value:' '--user[only this user (admins)]:value:' '--since[only sessions started within this window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '1::subcommand:(verify)' '*:arg:' ;;
     (replay)

@@ -77,6 +77,31 @@ export function buildProgram(): Command {
     .option('--json', 'print as JSON')
     .action(run(() => import('./commands/revoke.ts')));
 
+  program.command('reviews')
+    .description('review requests you may decide (--mine: yours; --all: everyone\'s, admins); --watch stays open')
+    .option('--mine', 'your own requests, in every state')
+    .option('-a, --all', 'every request (admins)')
+    .option('-w, --watch', 'stay open: a live list on a terminal, one line per change otherwise')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON (with --watch: one JSON object a line)')
+    .action(run(() => import('./commands/reviews.ts')));
+
+  program.command('approve')
+    .description('approve a review request: a pending lease starts, a held statement runs (never your own request)')
+    .argument('<review-id>', 'see `hoopctl reviews`')
+    .option('-r, --reason <text>', 'why (at most 4 KiB; audited, shown to the requester)')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(async () => ({ default: (await import('./commands/decide.ts')).approve })));
+
+  program.command('reject')
+    .description('reject a review request: the lease is refused, or the held statement gets an error')
+    .argument('<review-id>', 'see `hoopctl reviews`')
+    .option('-r, --reason <text>', 'why (at most 4 KiB; shown to the requester)')
+    .addOption(gatewayOpt())
+    .option('--json', 'print as JSON')
+    .action(run(async () => ({ default: (await import('./commands/decide.ts')).reject })));
+
   const sessions = program.command('sessions')
     .description('list recorded sessions (yours; admins may pass --user)')
     .option('--conn <name>', 'only this connection')

@@ -20,7 +20,7 @@ export class GatewayClient {
     this.token = token;
   }
 
-  async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T> {
+  async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { signal?: AbortSignal } = {}): Promise<T> {
     if (this.tokenSource) this.token = await this.tokenSource();
     let res: Response;
     try {
@@ -28,9 +28,10 @@ export class GatewayClient {
         method,
         headers: { accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(30_000),
+        signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
       });
     } catch (err) {
+      if (opts.signal?.aborted) throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new Unreachable(`gateway ${this.url} unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err, hint: 'is the gateway running? check --gateway / HOOP_GATEWAY' });
     }
@@ -49,6 +50,31 @@ export class GatewayClient {
     if (res.status === 410) throw new HoopError(code, message, { status: 410, hint, details, expose: true, exit: ExitCode.denied });
     if (res.status === 400 || res.status === 413) throw new UsageError(message, { hint, details });
     throw new HoopError(code, message, { status: res.status, hint, details, expose: true, exit: res.status >= 500 ? 7 : 1 });
+  }
+
+  /**
+   * A streaming GET (server-sent events): resolves the response once its headers arrived, its
+   * body still open; errors as `request` does. `signal` ends it.
+   */
+  async stream(path: string, signal: AbortSignal): Promise<Response> {
+    if (this.tokenSource) this.token = await this.tokenSource();
+    let res: Response;
+    try {
+      res = await fetch(this.url + path, { headers: { accept: 'text/event-stream', ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) }, signal });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new Unreachable(`gateway ${this.url} unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err, hint: 'is the gateway running? check --gateway / HOOP_GATEWAY' });
+    }
+    if (!res.ok) {
+      // the JSON error path of request(): same codes and exits
+      const text = await res.text();
+      const json = (() => { try { return JSON.parse(text); } catch { return {}; } })();
+      if (res.status === 401) throw new AuthError(json.error ?? 'http_401', json.message ?? 'unauthorized', { details: json });
+      if (res.status === 403) throw new AccessDenied(json.message ?? 'forbidden', { code: json.error, hint: json.hint });
+      throw new HoopError(json.error ?? `http_${res.status}`, json.message ?? `GET ${path} failed: HTTP ${res.status}`, { status: res.status, expose: true, exit: res.status >= 500 ? 7 : 1 });
+    }
+    return res;
   }
 
   discover(): Promise<HoopConfiguration> {

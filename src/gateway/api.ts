@@ -13,18 +13,26 @@ import type { TokenVerifier } from './auth/verify.ts';
 import type { Logger } from './log.ts';
 import { formatDuration, parseDuration } from './config/duration.ts';
 import { VERSION } from '../version.ts';
+import { reviewView, type ReviewService } from './session/reviews.ts';
 
 export interface ApiDeps {
   cfg: GatewayConfig;
   issuer: string;
   store: Store;
   leases: LeaseService;
+  reviews: ReviewService;
   tunnelTokens: TunnelTokens;
   verifier: TokenVerifier;
   log: Logger;
 }
 
 const MAX_BODY = 64 * 1024;
+/** a handler that wrote its own response (a stream) returns this */
+const STREAMED = Symbol('streamed');
+/** the longest a long poll (GET /api/leases/:id/wait) holds a request */
+const MAX_WAIT_MS = 60_000;
+/** comment lines on the review event stream, so proxies do not cut it */
+const SSE_PING_MS = 15_000;
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -68,7 +76,22 @@ export function leaseView(l: Lease, now = Date.now()) {
 }
 
 export function createApi(deps: ApiDeps) {
-  const { cfg, store, leases, verifier } = deps;
+  const { cfg, store, leases, reviews, verifier } = deps;
+
+  /** a lease's view, with its review while one is attached */
+  async function leaseWithReview(l: Lease, c: Caller) {
+    const v = leaseView(l);
+    if (l.status === 'active' && !cfg.connections.find((x) => x.name === l.connection)?.review) return v;
+    const r = await reviews.ofLease(l.id);
+    return r ? { ...v, review_id: r.id, review: reviewView(r, c, reviews) } : v;
+  }
+
+  const decide = (decision: 'approve' | 'reject'): Handler => async (req, _res, [id]) => {
+    const c = await caller(req);
+    const body = await readJson(req);
+    const { review, result } = await reviews.decide(c, id, decision, body.reason);
+    return { result, review: reviewView(review, c, reviews) };
+  };
 
   async function caller(req: IncomingMessage): Promise<Caller> {
     const id = await verifier.verify(bearer(req));
@@ -102,14 +125,31 @@ export function createApi(deps: ApiDeps) {
       if (typeof body.connection !== 'string' || !body.connection) throw new UsageError('"connection" (a connection name) is required');
       const lease = await leases.request(c, { connection: body.connection, duration: body.duration as string | undefined, reason: body.reason as string | undefined, new: Boolean(body.new) });
       res.statusCode = lease.reused ? 200 : 201;
-      return { ...leaseView(lease), reused: lease.reused };
+      return { ...(await leaseWithReview(lease, c)), reused: lease.reused };
     }],
     ['GET', /^\/api\/leases$/, async (req, _res, _p, url) => {
       const c = await caller(req);
       const list = await leases.list(c, url.searchParams.get('all') === '1' || url.searchParams.get('all') === 'true');
       return { leases: list.map((l) => leaseView(l)) };
     }],
-    ['GET', /^\/api\/leases\/([\w-]+)$/, async (req, _res, [id]) => leaseView(await leases.get(await caller(req), id))],
+    ['GET', /^\/api\/leases\/([\w-]+)$/, async (req, _res, [id]) => {
+      const c = await caller(req);
+      return leaseWithReview(await leases.get(c, id), c);
+    }],
+    // long poll: answers as soon as the lease is no longer pending (approved, rejected, timed
+    // out, withdrawn), or after timeout_ms with it still pending; the CLI asks again
+    ['GET', /^\/api\/leases\/([\w-]+)\/wait$/, async (req, _res, [id], url) => {
+      const c = await caller(req);
+      const raw = url.searchParams.get('timeout_ms') ?? '25000';
+      const timeout = Number(raw);
+      if (!/^\d+$/.test(raw) || timeout > MAX_WAIT_MS) throw new UsageError(`timeout_ms must be a whole number of milliseconds up to ${MAX_WAIT_MS} (got ${JSON.stringify(raw)})`);
+      const first = await leases.get(c, id);
+      const gone = new AbortController();
+      req.once('close', () => gone.abort());
+      const done = first.status !== 'pending' ? first
+        : await reviews.waitUntil(async () => { const l = await leases.get(c, id); return l.status !== 'pending' ? l : undefined; }, timeout, gone.signal);
+      return leaseWithReview(done ?? await leases.get(c, id), c);
+    }],
     ['POST', /^\/api\/leases\/([\w-]+)\/revoke$/, async (req, _res, [id]) => leaseView(await leases.revoke(await caller(req), id))],
     ['POST', /^\/api\/leases\/([\w-]+)\/tunnel-token$/, async (req, _res, [id]) => {
       const c = await caller(req);
@@ -150,6 +190,37 @@ export function createApi(deps: ApiDeps) {
       }
       return { session: s, entries };
     }],
+    // Server-sent events: every review the caller may see, as it is created and decided
+    ['GET', /^\/api\/reviews\/events$/, async (req, res) => {
+      const c = await caller(req);
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      const pending = (await reviews.list(c, {})).concat((await reviews.list(c, { mine: true })).filter((r) => r.status === 'pending'));
+      const seen = new Set<string>();
+      send('snapshot', { reviews: pending.filter((r) => !seen.has(r.id) && seen.add(r.id)).map((r) => reviewView(r, c, reviews)) });
+      const onChange = (r: Parameters<typeof reviews.maySee>[0]) => { if (reviews.maySee(r, c)) send('review', reviewView(r, c, reviews)); };
+      reviews.on('change', onChange);
+      const ping = setInterval(() => res.write(': ping\n\n'), SSE_PING_MS);
+      await new Promise<void>((resolve) => { req.once('close', resolve); res.once('close', resolve); });
+      clearInterval(ping);
+      reviews.off('change', onChange);
+      return STREAMED;
+    }],
+    ['GET', /^\/api\/reviews$/, async (req, _res, _p, url) => {
+      const c = await caller(req);
+      const flag = (k: string) => ['1', 'true'].includes(url.searchParams.get(k) ?? '');
+      const since = url.searchParams.get('since');
+      const sinceMs = since ? parseDuration(since) : undefined;
+      if (since && sinceMs === undefined) throw new UsageError(`invalid since ${JSON.stringify(since)}: use e.g. 24h`);
+      const list = await reviews.list(c, { mine: flag('mine'), all: flag('all'), since: sinceMs ? Date.now() - sinceMs : undefined });
+      return { reviews: list.map((r) => reviewView(r, c, reviews)) };
+    }],
+    ['GET', /^\/api\/reviews\/([\w-]+)$/, async (req, _res, [id]) => {
+      const c = await caller(req);
+      return reviewView(await reviews.get(c, id), c, reviews);
+    }],
+    ['POST', /^\/api\/reviews\/([\w-]+)\/approve$/, decide('approve')],
+    ['POST', /^\/api\/reviews\/([\w-]+)\/reject$/, decide('reject')],
     ['GET', /^\/api\/audit$/, async (req, _res, _p, url) => {
       const c = await caller(req);
       if (!c.admin) throw new AccessDenied(`the audit log needs an admin group (${cfg.auth.admins.join(', ') || 'none configured'})`);
@@ -169,6 +240,7 @@ export function createApi(deps: ApiDeps) {
         pathMatched = true;
         if (method !== req.method) continue;
         const body = await h(req, res, m.slice(1), url);
+        if (body === STREAMED) return;
         return sendJson(res, res.statusCode && res.statusCode !== 200 ? res.statusCode : 200, body);
       }
       throw pathMatched ? new HoopError('method_not_allowed', `${req.method} is not allowed on ${url.pathname}`, { status: 405 })
@@ -176,6 +248,7 @@ export function createApi(deps: ApiDeps) {
     } catch (err) {
       const e = toHoopError(err);
       if (!e.expose) deps.log.error({ err, path: url.pathname }, 'request failed');
+      if (res.headersSent) { res.end(); return; }
       sendJson(res, e.status, e.toJSON());
     }
   };

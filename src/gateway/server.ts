@@ -14,6 +14,8 @@ import { createLogger, type Logger } from './log.ts';
 import { Audit } from './audit/audit.ts';
 import { startRetention } from './recording/retention.ts';
 import { LeaseService } from './session/leases.ts';
+import { ReviewService } from './session/reviews.ts';
+import { Notifier } from './audit/notify.ts';
 import { TunnelTokens } from './session/tunnel-token.ts';
 import { createApi, sendJson } from './api.ts';
 import { createTunnelUpgrade } from './transport/tunnel-upgrade.ts';
@@ -43,13 +45,18 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   const audit = new Audit(store, log);
   const sessionRows = sessionRowWriter(store, log);
   const leases = new LeaseService(cfg, store, audit, log);
+  const notifier = new Notifier(cfg, audit, log);
+  const reviews = new ReviewService(cfg, store, audit, notifier, leases, log);
+  leases.reviews = reviews;
   // a start that fails after the store opened releases it (a PostgreSQL pool would keep the process alive)
   const abort = async (err: unknown): Promise<never> => {
     leases.stop();
+    reviews.stop();
     await store.close().catch(() => {});
     throw err;
   };
   await leases.start().catch(abort);
+  await reviews.start().catch(abort);
 
   let handler: http.RequestListener = (_req, res) => sendJson(res, 503, { error: 'starting', message: 'gateway is starting' });
   const server = cfg.tls
@@ -75,8 +82,8 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   // dev tokens are checked against the embedded IdP's keys in-process (no HTTP to our own public_url)
   const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks });
   const tunnelTokens = await TunnelTokens.open(store, cfg.public_url).catch((err) => { server.close(); return abort(err); });
-  const api = createApi({ cfg, issuer, store, leases, tunnelTokens, verifier, log });
-  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, log, tunnelTokens, sessionRows });
+  const api = createApi({ cfg, issuer, store, leases, reviews, tunnelTokens, verifier, log });
+  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, reviews, log, tunnelTokens, sessionRows });
 
   handler = (req, res) => {
     if (devIdp && (req.url === '/oidc' || req.url?.startsWith('/oidc/') || req.url?.startsWith('/oidc?'))) return devIdp.handle(req, res);
@@ -95,12 +102,14 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
     close() {
       closed ??= (async () => {
         leases.stop();
+        reviews.stop();
         tunnels.closeAll(CloseCode.gatewayShutdown, 'gateway shutting down');
         await new Promise<void>((res) => { server.close(() => res()); server.closeAllConnections(); setTimeout(res, 2000).unref(); });
         await tunnels.settled(3000);
         tunnels.close();
         await devIdp?.close();
         await retention.stop();
+        await notifier.close();
         await sessionRows.flush();
         await audit.flush();
         await store.close();

@@ -7,6 +7,8 @@ import { authedClient } from '../../client/auth.ts';
 import { LocalTunnel, type LeaseInfo, type LeaseEnded } from '../../client/tunnel.ts';
 import { UsageError, ExitCode } from '../../errors.ts';
 import { out, printJson, line, info } from '../output.ts';
+import { waitForLease, type PendingLease } from '../../client/reviews.ts';
+import type { GatewayClient } from '../../client/gateway-client.ts';
 
 interface Opts { port?: string; duration?: string; reason?: string; newLease?: boolean; gateway?: string; json?: boolean }
 
@@ -35,16 +37,9 @@ export default async function connect(name: string, opts: Opts): Promise<number>
   const emit = (v: Record<string, unknown>) => (out.json ? printJson(v) : undefined);
 
   if (lease.status === 'pending') {
-    info(`Lease ${lease.id} on ${name} is waiting for review; it starts the moment a reviewer approves (hoopctl approve ${lease.id}).`);
-    emit({ event: 'pending', lease });
-    while (lease.status === 'pending') {
-      await new Promise((r) => setTimeout(r, 1000));
-      lease = await gw.request('GET', `/api/leases/${lease.id}`);
-    }
-    if (lease.status !== 'active') {
-      info(`hoopctl: lease ${lease.id} was ${lease.status}${(lease as { end_reason?: string }).end_reason ? `: ${(lease as { end_reason?: string }).end_reason}` : ''}`);
-      return ExitCode.rejected;
-    }
+    const done = await awaitApproval(gw, name, lease as LeaseInfo & PendingLease, emit);
+    if (typeof done === 'number') return done;
+    lease = { ...done, reused: false, remaining: '' } as typeof lease;
   }
 
   const tunnel = new LocalTunnel(gw, lease);
@@ -91,4 +86,48 @@ export default async function connect(name: string, opts: Opts): Promise<number>
   if (out.json) emit({ event: 'lease_ended', lease: lease.id, reason: ended.reason });
   info(`hoopctl: ${ended.reason}; closed all connections of lease ${lease.id}`);
   return ExitCode.denied;
+}
+
+/**
+ * A lease that waits for its review: the gateway answers the long poll the moment it is decided
+ * (no polling loop here). Ctrl-C withdraws the request (the pending lease is revoked, which
+ * cancels its review). Resolves the active lease, or the exit code: 5 rejected / timed out.
+ */
+async function awaitApproval(gw: GatewayClient, name: string, lease: LeaseInfo & PendingLease, emit: (v: Record<string, unknown>) => void): Promise<(LeaseInfo & PendingLease) | number> {
+  const reviewId = lease.review_id ?? lease.review?.id ?? '?';
+  const groups = lease.review?.groups ?? [];
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const view = out.tty && !out.json
+    ? await (await import('../views/connect-view.ts')).showPending({ name, leaseId: lease.id, reviewId, groups, expiresAt: Date.parse(lease.expires_at) })
+    : undefined;
+  if (out.json) emit({ event: 'pending', lease, review_id: reviewId });
+  else if (!view) info(`Lease ${lease.id} on ${name} is waiting for approval by ${groups.join(' or ') || 'a reviewer'} (review ${reviewId}): a reviewer runs \`hoopctl approve ${reviewId}\`. Ctrl-C withdraws the request.`);
+  let done: (LeaseInfo & PendingLease) | undefined;
+  try {
+    done = await waitForLease<LeaseInfo & PendingLease>(gw, lease.id, stop.signal, (err) => { if (!view && !out.json) info(`gateway unreachable (${err.message}); still waiting…`); });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (!done) {
+    await gw.request('POST', `/api/leases/${lease.id}/revoke`).catch(() => undefined);
+    view?.stop(`Request withdrawn (review ${reviewId}).`);
+    if (out.json) emit({ event: 'withdrawn', lease: lease.id, review_id: reviewId });
+    else if (!view) info(`Request withdrawn (review ${reviewId}).`);
+    return 130;
+  }
+  if (done.status !== 'active') {
+    const why = done.end_reason ?? `lease ${done.status}`;
+    view?.stop(`hoopctl: ${why}`);
+    if (out.json) emit({ event: 'denied', lease: done, review_id: reviewId, reason: why });
+    if (!view) info(`hoopctl: review ${reviewId}: ${why}`);
+    return ExitCode.rejected;
+  }
+  view?.stop(`Approved${done.review?.decided_by ? ` by ${done.review.decided_by}` : ''}${done.review?.decision_reason ? `: ${done.review.decision_reason}` : ''}.`);
+  if (out.json) emit({ event: 'approved', lease: done, review_id: reviewId });
+  else if (!view) info(`Approved${done.review?.decided_by ? ` by ${done.review.decided_by}` : ''}${done.review?.decision_reason ? `: ${done.review.decision_reason}` : ''}.`);
+  return done;
 }

@@ -119,9 +119,26 @@ export function renderEvent(ev: Event, atMs: number, sessionStart: number, promp
     case 'recording.closed':
       lines.push(paint.dim(`-- session ended${ev.reason ? `: ${safe(String(ev.reason), true)}` : ''}`));
       break;
+    case 'review.requested':
+      lines.push(`${head} ${paint.dim(`-- held for review ${safe(String(ev.review), true)} (guardrail "${safe(String(ev.rule ?? '?'), true)}"), waiting for ${safe(Array.isArray(ev.groups) ? ev.groups.join(' or ') : 'a reviewer', true)}: ${safe(String(ev.statement ?? ''), true).replace(/\s+/g, ' ').slice(0, 200)}`)}`);
+      break;
+    case 'review.decided': {
+      const by = ev.by ? ` by ${safe(String(ev.by), true)}` : '';
+      const why = ev.reason ? `: ${safe(String(ev.reason), true)}` : '';
+      const more = Array.isArray(ev.approvals) && ev.approvals.length > 1 ? ` (approvals: ${ev.approvals.join(', ')})` : '';
+      lines.push(`${head} ${paint.dim(`-- held for review ${safe(String(ev.review), true)} — ${safe(String(ev.status), true)}${by}${why}${more}`)}`);
+      break;
+    }
+    case 'review.used':
+      lines.push(`${head} ${paint.dim(`-- runs under review ${safe(String(ev.review), true)}, approved earlier${ev.by ? ` by ${safe(String(ev.by), true)}` : ''}${ev.reason ? `: ${safe(String(ev.reason), true)}` : ''}`)}`);
+      break;
+    case 'review.detached':
+      lines.push(`${head} ${paint.dim(`-- the client left; review ${safe(String(ev.review), true)} stays open`)}`);
+      break;
     case 'query.blocked':
       statement(ev.text);
-      lines.push(`BLOCKED by guardrail rule "${safe(String(ev.rule ?? '?'), true)}"`);
+      if (typeof ev.routine === 'string' && ev.routine.startsWith('hoop_review')) lines.push('NOT RUN (review)');
+      else lines.push(`BLOCKED by guardrail rule "${safe(String(ev.rule ?? '?'), true)}"`);
       // what the client was told
       if (ev.message) lines.push(`ERROR:  ${safe(String(ev.message))}`);
       break;

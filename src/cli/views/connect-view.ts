@@ -45,3 +45,31 @@ export async function showConnect(p: { name: string; type: string; port: number;
     },
   };
 }
+
+const FRAMES = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/** While a lease waits for its review: a spinner, who must approve, and the command they run. */
+export async function showPending(p: { name: string; leaseId: string; reviewId: string; groups: string[]; expiresAt: number }): Promise<{ stop(why?: string): void }> {
+  const React = await import('react');
+  const { render, Box, Text } = await import('ink');
+  const h = React.createElement;
+  function View({ ended }: { ended?: string }) {
+    const [n, tick] = React.useState(0);
+    React.useEffect(() => {
+      const t = setInterval(() => tick((x: number) => x + 1), 120);
+      return () => clearInterval(t);
+    }, []);
+    const left = Math.max(0, Math.round((p.expiresAt - Date.now()) / 1000));
+    if (ended) return h(Text, null, ended);
+    return h(Box, { flexDirection: 'column' },
+      h(Text, null, h(Text, { color: 'cyan' }, FRAMES[n % FRAMES.length]), ` ${p.name}: waiting for approval by ${p.groups.join(' or ') || 'a reviewer'} — `, h(Text, { color: 'yellow' }, `hoopctl approve ${p.reviewId}`)),
+      h(Text, { dimColor: true }, `  lease ${p.leaseId}; the review times out in ${Math.floor(left / 60)}m${String(left % 60).padStart(2, '0')}s; Ctrl-C withdraws the request`));
+  }
+  const app = render(h(View, {}), { exitOnCtrlC: false });
+  return {
+    stop(why) {
+      app.rerender(h(View, { ended: why ?? ' ' }));
+      app.unmount();
+    },
+  };
+}

@@ -19,6 +19,8 @@ export interface GatewayConfig extends ParsedConfig {
   baseDir: string;
   /** secrets read from the environment, by connection name */
   secrets: Map<string, { password?: string }>;
+  /** notifications[i].secret_env's value, by index */
+  notificationSecrets: Map<number, string>;
 }
 
 export function formatPath(path: ReadonlyArray<PropertyKey>): string {
@@ -96,7 +98,14 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     if (users.has(u.username)) throw new ConfigError(file, `dev_idp.users[${i}].username`, `duplicate user "${u.username}"`);
     users.add(u.username);
   });
-  return { ...cfg, file, public_url: publicUrl, audience: cfg.auth.audience ?? publicUrl, baseDir, secrets };
+  const notificationSecrets = new Map<number, string>();
+  cfg.notifications.forEach((n, i) => {
+    if (n.secret_env === undefined) return;
+    const v = env[n.secret_env];
+    if (v === undefined || v === '') throw new ConfigError(file, `notifications[${i}].secret_env`, `environment variable ${n.secret_env} is not set (the gateway signs notifications with it)`);
+    notificationSecrets.set(i, v);
+  });
+  return { ...cfg, file, public_url: publicUrl, audience: cfg.auth.audience ?? publicUrl, baseDir, secrets, notificationSecrets };
 }
 
 /** Syntax only (reachability is checked when the gateway opens the store); never echoes the URL: it may hold a password. */

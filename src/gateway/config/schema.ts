@@ -66,6 +66,10 @@ const connection = z.strictObject({
     groups: groups.min(1, 'must name at least one reviewer group'),
     min_approvals: z.number().int().min(1).default(1),
     timeout: duration('review.timeout').default(15 * 60_000),
+    /** the requester must give --reason */
+    require_reason: z.boolean().default(false),
+    /** (extension) false: leases start without review; the settings still apply to held statements */
+    lease: z.boolean().default(true),
   }).optional(),
   guardrails: z.strictObject({
     deny: z.array(z.enum(GUARDRAIL_RULES)).default([]),
@@ -83,6 +87,22 @@ const connection = z.strictObject({
     max_rows_per_statement: z.number().int().min(0).default(100),
     max_rows_per_session: z.number().int().min(0).default(10_000),
   }).default({ results: true, retention: DEFAULT_RETENTION_MS, max_rows_per_statement: 100, max_rows_per_session: 10_000 }),
+});
+
+/** what `notifications[].events` may name */
+export const NOTIFY_EVENTS = ['review.created', 'review.decided', 'review.expired', 'review.cancelled'] as const;
+export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
+
+const notification = z.strictObject({
+  url: z.url().refine((u) => /^https?:/.test(u), 'must be an http(s) URL'),
+  events: z.array(z.enum(NOTIFY_EVENTS)).min(1, 'must name at least one event').default([...NOTIFY_EVENTS]),
+  format: z.enum(['json', 'slack']).default('json'),
+  /** the HMAC-SHA256 key for the X-Hoop-Signature header comes from this variable */
+  secret_env: envName.optional(),
+  /** (extension) per attempt; default 5s */
+  timeout: duration('notifications[].timeout').default(5000),
+  /** (extension) attempts in all, with backoff; default 5 */
+  attempts: z.number().int().min(1).max(20).default(5),
 });
 
 export const configSchema = z.strictObject({
@@ -107,6 +127,7 @@ export const configSchema = z.strictObject({
     refresh_token_ttl: duration('dev_idp.refresh_token_ttl').default(14 * 86_400_000),
   }).optional(),
   connections: z.array(connection).default([]),
+  notifications: z.array(notification).default([]),
   /** (extension) lifetime of the short gateway-signed tunnel tokens; default 60s */
   tunnel_token_ttl: duration('tunnel_token_ttl').default(60_000),
   /** (extension) WebSocket ping interval on tunnels, so proxies do not cut idle ones; default 20s */
@@ -120,3 +141,4 @@ export type TargetConfig = ConnectionConfig['target'];
 export type GuardrailsConfig = NonNullable<ConnectionConfig['guardrails']>;
 export type MaskingConfig = NonNullable<ConnectionConfig['masking']>;
 export type ConnectionType = ConnectionConfig['type'];
+export type NotificationConfig = ParsedConfig['notifications'][number];

@@ -77,6 +77,10 @@ export interface ReviewRequest {
   kind?: 'statement' | 'command';
   /** aborted when the client withdraws the request; the review is then cancelled */
   signal?: AbortSignal;
+  /** the client asked that its requests outlive its connection (postgres: `hoop.detach_reviews=on`) */
+  detach?: boolean;
+  /** an approved earlier review of exactly this statement to run now (postgres: `hoop.review=<id>`) */
+  resume?: string;
   onPending?(review: { id: string; approveCommand: string; expiresAt: number }): void;
 }
 

@@ -11,6 +11,7 @@
  * leases in case a notification was lost.
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { AccessDenied, HoopError, NotFound, UsageError } from '../../errors.ts';
 import { parseDuration, formatDuration } from '../config/duration.ts';
 import type { GatewayConfig } from '../config/load.ts';
@@ -19,6 +20,8 @@ import type { Lease, Store } from '../store/store.ts';
 import type { Audit } from '../audit/audit.ts';
 import type { Logger } from '../log.ts';
 import { CloseCode } from '../../shared/ws-duplex.ts';
+import type { ReviewService } from './reviews.ts';
+import { checkReason } from './reviews.ts';
 
 export interface Caller { sub: string; groups: string[]; admin: boolean }
 
@@ -44,6 +47,10 @@ export class LeaseService {
   /** changes from other replicas are applied one at a time, in the order they were heard */
   #syncing: Promise<void> = Promise.resolve();
   #queued = 0;
+  /** set by the gateway once the review service exists (the two refer to each other) */
+  reviews?: ReviewService;
+  /** 'change' (lease id) whenever this replica learns a lease changed: API waiters listen */
+  readonly events = new EventEmitter<{ change: [string] }>().setMaxListeners(0);
 
   constructor(cfg: GatewayConfig, store: Store, audit: Audit, log: Logger) {
     this.#cfg = cfg;
@@ -81,8 +88,12 @@ export class LeaseService {
     return conn;
   }
 
-  async request(caller: Caller, req: { connection: string; duration?: string; reason?: string; new?: boolean }): Promise<Lease & { reused: boolean }> {
+  async request(caller: Caller, req: { connection: string; duration?: string; reason?: string; new?: boolean }): Promise<Lease & { reused: boolean; reviewId?: string }> {
     const conn = this.connection(req.connection, caller);
+    const reason = checkReason(req.reason, 'reason');
+    if (conn.review?.require_reason && !reason?.trim()) {
+      throw new UsageError(`connection "${conn.name}" requires a reason for access`, { hint: 'add --reason "<ticket or why>"; reviewers see it' });
+    }
     let durationMs = conn.lease.default;
     if (req.duration !== undefined) {
       const d = parseDuration(String(req.duration));
@@ -98,14 +109,27 @@ export class LeaseService {
         return { ...existing, reused: true };
       }
     }
+    const review = conn.review && conn.review.lease ? conn.review : undefined;
+    if (review && !this.reviews) throw new HoopError('internal', 'lease reviews are not available', { status: 500 });
     const lease: Lease = {
       id: `ls_${randomUUID().replaceAll('-', '').slice(0, 20)}`, connection: conn.name, user: caller.sub, groups: caller.groups,
-      status: conn.review ? 'pending' : 'active', reason: req.reason ?? null, createdAt: now, durationMs,
-      expiresAt: conn.review ? now + conn.review.timeout : now + durationMs, endedAt: null, endedBy: null, endReason: null,
+      status: review ? 'pending' : 'active', reason, createdAt: now, durationMs,
+      // pending: when its review times out; the duration starts at approval (activate)
+      expiresAt: review ? now + review.timeout : now + durationMs, endedAt: null, endedBy: null, endReason: null,
     };
     await this.#store.createLease(lease);
     this.#audit.emit('lease.created', { actor: caller.sub, connection: conn.name, leaseId: lease.id, data: { status: lease.status, duration: formatDuration(durationMs), reason: lease.reason } });
     if (lease.status === 'active') this.#track(lease);
+    if (review) {
+      try {
+        const r = await this.reviews!.requestLease(lease, conn);
+        return { ...lease, reused: false, reviewId: r.id };
+      } catch (err) {
+        // no review, no way to ever activate it: end the lease rather than leave it pending
+        await this.#store.updateLease(lease.id, { status: 'expired', endedAt: Date.now(), endReason: 'its review could not be created' }, { ifStatus: 'pending' }).catch(() => {});
+        throw err;
+      }
+    }
     return { ...lease, reused: false };
   }
 
@@ -125,7 +149,19 @@ export class LeaseService {
   async revoke(caller: Caller, id: string): Promise<Lease> {
     const l = await this.get(caller, id);
     if (l.status !== 'active' && l.status !== 'pending') throw new HoopError('lease_not_active', `lease ${id} is already ${l.status}`, { status: 409, exit: 4 });
-    return this.#end(l, 'revoked', caller.sub, `lease revoked by ${caller.sub}`);
+    const reason = l.status === 'pending' && l.user === caller.sub ? `request withdrawn by ${caller.sub}` : `lease revoked by ${caller.sub}`;
+    const ended = await this.#end(l, 'revoked', caller.sub, reason);
+    if (l.status === 'pending') await this.reviews?.cancelLeaseReview(l.id, caller.sub, reason);
+    return ended;
+  }
+
+  /** A pending lease whose review was rejected or timed out (reviews.ts); once, whichever replica gets there first. */
+  async endPending(id: string, status: 'rejected' | 'expired', by: string | null, reason: string): Promise<void> {
+    const l = await this.#store.getLease(id);
+    if (!l || l.status !== 'pending') return;
+    if (!await this.#store.updateLease(id, { status, endedAt: Date.now(), endedBy: by, endReason: reason }, { ifStatus: 'pending' })) return;
+    this.#audit.emit(status === 'rejected' ? 'lease.rejected' : 'lease.expired', { actor: by, connection: l.connection, leaseId: id, data: { user: l.user, reason } });
+    this.events.emit('change', id);
   }
 
   /** the hot-path check at each WebSocket upgrade */
@@ -167,6 +203,8 @@ export class LeaseService {
     }
     const lease = { ...l, status: 'active' as const, expiresAt };
     this.#track(lease);
+    this.#audit.emit('lease.activated', { connection: l.connection, leaseId: id, data: { user: l.user, expires_at: new Date(expiresAt).toISOString() } });
+    this.events.emit('change', id);
     return lease;
   }
 
@@ -196,6 +234,7 @@ export class LeaseService {
     // ended meanwhile (another replica's timer or revoke): that one recorded and audited it
     if (!changed) return (await this.#store.getLease(l.id)) ?? ended;
     this.#audit.emit(status === 'revoked' ? 'lease.revoked' : 'lease.expired', { actor: by, connection: l.connection, leaseId: l.id, data: { user: l.user } });
+    this.events.emit('change', l.id);
     return ended;
   }
 
@@ -223,6 +262,7 @@ export class LeaseService {
   }
 
   #apply(id: string, l: Lease | undefined): void {
+    this.events.emit('change', id);
     if (l?.status === 'active') {
       // an active lease past its expiry is left to the timer, which records the expiry
       const e = this.#active.get(id);

@@ -22,9 +22,10 @@ import type { Audit } from '../audit/audit.ts';
 import type { Logger } from '../log.ts';
 import { Recorder } from '../recording/recorder.ts';
 import type { LeaseService } from './leases.ts';
+import type { ReviewService } from './reviews.ts';
 import { CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
 
-export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; log: Logger; sessionRows: SessionRows }
+export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; reviews?: ReviewService; log: Logger; sessionRows: SessionRows }
 
 /** how long a session row may wait in memory before it is written (see the header) */
 export const ROWS_MS = 50;
@@ -78,6 +79,14 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     audit: (type, data) => audit.emit(type, { ...audited, data }),
     signal: abort.signal,
   };
+  const reviews = deps.reviews;
+  if (reviews) {
+    // a held statement is withdrawn when its client asks (signal) or the lease ends (abort)
+    ctx.requestReview = (req) => reviews.requestStatement(
+      { sessionId: id, leaseId: lease.id, user: lease.user, connection: conn, reason: lease.reason, record: ctx.record, detached: Boolean(req.detach), resume: req.resume ?? null },
+      { ...req, signal: req.signal ? AbortSignal.any([req.signal, abort.signal]) : abort.signal },
+    );
+  }
   const engine = (await getEngine(conn.type)).create(ctx);
 
   const release = leases.hold(lease.id, {

@@ -3,7 +3,7 @@
  * INTEGER/BIGINT columns only after `Number()`: node-postgres gives BIGINT as a string) and the
  * format of a recording batch row.
  */
-import type { Lease, RecordingEntry, SessionRow } from './store.ts';
+import type { Lease, RecordingEntry, Review, ReviewDecision, SessionRow } from './store.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -20,6 +20,38 @@ export const sessionFromRow = (r: Row): SessionRow => ({
   bytesOut: Number(r.bytes_out), statements: Number(r.statements), blocked: Number(r.blocked), masked: Number(r.masked),
   closeReason: (r.close_reason as string) ?? null,
 });
+
+export const reviewFromRow = (r: Row): Review => ({
+  id: r.id as string, kind: r.kind as Review['kind'], connection: r.connection as string, requester: r.requester as string,
+  leaseId: (r.lease_id as string) ?? null, sessionId: (r.session_id as string) ?? null, rule: (r.rule as string) ?? null,
+  statement: (r.statement as string) ?? null, statementHash: (r.statement_hash as string) ?? null, reason: (r.reason as string) ?? null,
+  groups: JSON.parse(r.groups as string), minApprovals: Number(r.min_approvals), status: r.status as Review['status'],
+  createdAt: Number(r.created_at), expiresAt: Number(r.expires_at), decidedAt: r.decided_at == null ? null : Number(r.decided_at),
+  decidedBy: (r.decided_by as string) ?? null, decisionReason: (r.decision_reason as string) ?? null, detached: Boolean(Number(r.detached)),
+  consumedAt: r.consumed_at == null ? null : Number(r.consumed_at), decisions: JSON.parse(r.decisions as string),
+});
+
+/** the columns of `reviews`, in insert order, and a review's values for them */
+export const REVIEW_COLS = ['id', 'kind', 'connection', 'requester', 'lease_id', 'session_id', 'rule', 'statement', 'statement_hash', 'reason', 'groups',
+  'min_approvals', 'status', 'created_at', 'expires_at', 'decided_at', 'decided_by', 'decision_reason', 'detached', 'consumed_at', 'decisions'];
+export const reviewValues = (v: Review): Array<string | number | null> => [v.id, v.kind, v.connection, v.requester, v.leaseId, v.sessionId, v.rule, v.statement,
+  v.statementHash, v.reason, JSON.stringify(v.groups), v.minApprovals, v.status, v.createdAt, v.expiresAt, v.decidedAt, v.decidedBy, v.decisionReason,
+  v.detached ? 1 : 0, v.consumedAt, JSON.stringify(v.decisions)];
+
+/**
+ * The decision rule both stores apply inside their transaction (the review row locked): what the
+ * review becomes with `d`, or why `d` is refused. Pure, so both stores decide alike.
+ */
+export function applyDecision(r: Review, d: ReviewDecision): { result: 'recorded' | 'decided' | 'duplicate' | 'not_pending' | 'expired'; next?: Review } {
+  if (r.status !== 'pending') return { result: 'not_pending' };
+  if (r.expiresAt <= d.at) return { result: 'expired', next: { ...r, status: 'expired', decidedAt: d.at } };
+  if (r.decisions.some((x) => x.reviewer === d.reviewer)) return { result: 'duplicate' };
+  const decisions = [...r.decisions, d];
+  if (d.decision === 'reject') return { result: 'decided', next: { ...r, decisions, status: 'rejected', decidedAt: d.at, decidedBy: d.reviewer, decisionReason: d.reason } };
+  const approvals = decisions.filter((x) => x.decision === 'approve').length;
+  if (approvals >= r.minApprovals) return { result: 'decided', next: { ...r, decisions, status: 'approved', decidedAt: d.at, decidedBy: d.reviewer, decisionReason: d.reason } };
+  return { result: 'recorded', next: { ...r, decisions } };
+}
 
 /** the lease fields `updateLease` may change, and their columns */
 export const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at' };

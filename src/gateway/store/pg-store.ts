@@ -14,12 +14,14 @@
  */
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
-import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
-import { LEASE_COLS, decodeBatch, encodeBatches, leaseFromRow, purgeable, sessionFromRow, type Row } from './codec.ts';
+import type { AuditEvent, DecideResult, Lease, Review, ReviewDecision, ReviewFilter, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
+import { LEASE_COLS, REVIEW_COLS, applyDecision, reviewFromRow, reviewValues, decodeBatch, encodeBatches, leaseFromRow, purgeable, sessionFromRow, type Row } from './codec.ts';
 import type { Logger } from '../log.ts';
 
 /** The channel lease changes are announced on; the payload is "<origin>:<lease id>". */
 export const LEASE_CHANNEL = 'hoop_leases';
+/** The channel review changes are announced on; the payload is "<origin>:<review id>". */
+export const REVIEW_CHANNEL = 'hoop_reviews';
 /** pg_advisory_xact_lock key for migrations ("hoop" in ASCII). */
 const MIGRATION_LOCK = 0x686f6f70;
 const RECONNECT_MS = 1000;
@@ -81,7 +83,18 @@ const MIGRATIONS: string[] = [
    CREATE TRIGGER recording_batches_not_purged BEFORE INSERT ON recording_batches
      FOR EACH ROW EXECUTE FUNCTION hoop_recordings_not_purged();
    CREATE INDEX sessions_connection_ended ON sessions (connection, ended_at);`,
+  // Reviews (JIT lease approval, held statements); see sqlite-store.ts. decideReview locks the row.
+  `CREATE TABLE reviews (
+     id TEXT PRIMARY KEY, kind TEXT NOT NULL, connection TEXT NOT NULL, requester TEXT NOT NULL, lease_id TEXT, session_id TEXT,
+     rule TEXT, statement TEXT, statement_hash TEXT, reason TEXT, groups TEXT NOT NULL, min_approvals INTEGER NOT NULL,
+     status TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, decided_at BIGINT, decided_by TEXT,
+     decision_reason TEXT, detached INTEGER NOT NULL DEFAULT 0, consumed_at BIGINT, decisions TEXT NOT NULL DEFAULT '[]');
+   CREATE INDEX reviews_status ON reviews (status, created_at);
+   CREATE INDEX reviews_lease ON reviews (lease_id);`,
 ];
+
+/** the schema version this code migrates to */
+export const SCHEMA_VERSION = MIGRATIONS.length;
 
 /** The URL with its password replaced, for messages and logs. */
 export function redactUrl(url: string): string {
@@ -193,6 +206,63 @@ export class PgStore implements Store {
     if (opts.ifStatus) { args.push(opts.ifStatus); where += ` AND status = $${args.length}`; }
     const r = await this.#pool.query(
       `WITH u AS (UPDATE leases SET ${set} WHERE ${where} RETURNING id) SELECT pg_notify('${LEASE_CHANNEL}', $${keys.length + 2}::text || ':' || id) FROM u`, args);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async createReview(r: Review): Promise<void> {
+    const args: unknown[] = reviewValues(r);
+    args.push(this.#origin);
+    await this.#pool.query(
+      `WITH i AS (INSERT INTO reviews (${REVIEW_COLS.map((c) => `"${c}"`).join(', ')}) VALUES (${REVIEW_COLS.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING id)
+       SELECT pg_notify('${REVIEW_CHANNEL}', $${args.length}::text || ':' || id) FROM i`, args);
+  }
+  async getReview(id: string): Promise<Review | undefined> {
+    const [r] = await this.#rows('SELECT * FROM reviews WHERE id = $1', [id]);
+    return r && reviewFromRow(r);
+  }
+  async listReviews(f: ReviewFilter = {}): Promise<Review[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (sql: string, v: unknown) => { args.push(v); where.push(`${sql} $${args.length}`); };
+    if (f.status) add('status =', f.status);
+    if (f.since !== undefined) add('created_at >=', f.since);
+    if (f.leaseId) add('lease_id =', f.leaseId);
+    if (f.sessionId) add('session_id =', f.sessionId);
+    const rows = await this.#rows(`SELECT * FROM reviews ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 1000`, args);
+    return rows.map(reviewFromRow);
+  }
+  async decideReview(id: string, d: ReviewDecision): Promise<DecideResult> {
+    const c = await this.#pool.connect();
+    try {
+      await c.query('BEGIN');
+      // the row lock orders decisions made at the same instant on several replicas: the second
+      // one reads the first one's outcome
+      const { rows: [row] } = await c.query('SELECT * FROM reviews WHERE id = $1 FOR UPDATE', [id]);
+      if (!row) { await c.query('ROLLBACK'); return { result: 'not_found' }; }
+      const r = reviewFromRow(row);
+      const { result, next } = applyDecision(r, d);
+      if (next) {
+        await c.query(`WITH u AS (UPDATE reviews SET status = $1, decided_at = $2, decided_by = $3, decision_reason = $4, decisions = $5 WHERE id = $6 RETURNING id)
+                       SELECT pg_notify('${REVIEW_CHANNEL}', $7::text || ':' || id) FROM u`,
+        [next.status, next.decidedAt, next.decidedBy, next.decisionReason, JSON.stringify(next.decisions), id, this.#origin]);
+      }
+      await c.query('COMMIT');
+      return { result, review: next ?? r } as DecideResult;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+  async finishReview(id: string, status: 'expired' | 'cancelled', at: number, reason: string | null): Promise<boolean> {
+    const r = await this.#pool.query(
+      `WITH u AS (UPDATE reviews SET status = $1, decided_at = $2, decision_reason = $3 WHERE id = $4 AND status = 'pending' RETURNING id)
+       SELECT pg_notify('${REVIEW_CHANNEL}', $5::text || ':' || id) FROM u`, [status, at, reason, id, this.#origin]);
+    return (r.rowCount ?? 0) > 0;
+  }
+  async consumeReview(id: string, at: number): Promise<boolean> {
+    const r = await this.#pool.query(`UPDATE reviews SET consumed_at = $1 WHERE id = $2 AND status = 'approved' AND consumed_at IS NULL`, [at, id]);
     return (r.rowCount ?? 0) > 0;
   }
 
@@ -312,6 +382,13 @@ export class PgStore implements Store {
    * are lost, so the caller reloads.
    */
   watchLeases(onChange: (leaseId: string | undefined) => void): () => void {
+    return this.#listen(LEASE_CHANNEL, onChange);
+  }
+  watchReviews(onChange: (reviewId: string | undefined) => void): () => void {
+    return this.#listen(REVIEW_CHANNEL, onChange);
+  }
+
+  #listen(channel: string, onChange: (id: string | undefined) => void): () => void {
     let stopped = false;
     let client: pg.Client | undefined;
     let timer: NodeJS.Timeout | undefined;
@@ -319,7 +396,7 @@ export class PgStore implements Store {
     const lost = (c: pg.Client, err?: unknown) => {
       if (client !== c || stopped) return;
       client = undefined;
-      if (!lostOnce) this.#log?.warn({ err: describe(err ?? 'connection ended') }, 'lease change listener lost; reconnecting (polling covers the gap)');
+      if (!lostOnce) this.#log?.warn({ err: describe(err ?? 'connection ended'), channel }, 'change listener lost; reconnecting (polling covers the gap)');
       lostOnce = true;
       c.end().catch(() => {});
       timer = setTimeout(connect, RECONNECT_MS);
@@ -332,13 +409,13 @@ export class PgStore implements Store {
       c.on('error', (err) => lost(c, err));
       c.on('end', () => lost(c));
       c.on('notification', (n) => {
-        if (n.channel !== LEASE_CHANNEL || !n.payload) return;
+        if (n.channel !== channel || !n.payload) return;
         const i = n.payload.indexOf(':');
         if (n.payload.slice(0, i) !== this.#origin) onChange(n.payload.slice(i + 1));
       });
       try {
         await c.connect();
-        await c.query(`LISTEN ${LEASE_CHANNEL}`);
+        await c.query(`LISTEN ${channel}`);
       } catch (err) {
         lost(c, err);
         return;
@@ -346,7 +423,7 @@ export class PgStore implements Store {
       if (stopped) { c.end().catch(() => {}); return; }
       if (lostOnce) {
         lostOnce = false;
-        this.#log?.info('lease change listener reconnected');
+        this.#log?.info({ channel }, 'change listener reconnected');
         onChange(undefined);
       }
     };

@@ -5,8 +5,8 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { AuditEvent, Lease, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
-import { LEASE_COLS, purgeable, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
+import type { AuditEvent, DecideResult, Lease, Review, ReviewDecision, ReviewFilter, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
+import { LEASE_COLS, REVIEW_COLS, applyDecision, reviewFromRow, reviewValues, purgeable, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
 
 /** Migrations run in order, each once; `schema_version` records the last applied. Never edit a shipped one. */
 const MIGRATIONS: string[] = [
@@ -56,6 +56,15 @@ const MIGRATIONS: string[] = [
      WHEN EXISTS (SELECT 1 FROM recording_purges p WHERE p.session_id = NEW.session_id)
      BEGIN SELECT RAISE(ABORT, 'the recording of this session was purged by retention'); END;
    CREATE INDEX sessions_connection_ended ON sessions(connection, ended_at);`,
+  // Reviews (JIT lease approval, held statements). `decisions` is a JSON array of
+  // {reviewer, decision, reason, at}: decided in one transaction (see decideReview).
+  `CREATE TABLE reviews (
+     id TEXT PRIMARY KEY, kind TEXT NOT NULL, connection TEXT NOT NULL, requester TEXT NOT NULL, lease_id TEXT, session_id TEXT,
+     rule TEXT, statement TEXT, statement_hash TEXT, reason TEXT, groups TEXT NOT NULL, min_approvals INTEGER NOT NULL,
+     status TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, decided_at INTEGER, decided_by TEXT,
+     decision_reason TEXT, detached INTEGER NOT NULL DEFAULT 0, consumed_at INTEGER, decisions TEXT NOT NULL DEFAULT '[]');
+   CREATE INDEX reviews_status ON reviews(status, created_at);
+   CREATE INDEX reviews_lease ON reviews(lease_id);`,
 ];
 
 export class SqliteStore implements Store {
@@ -118,6 +127,48 @@ export class SqliteStore implements Store {
     const args = keys.map((k) => (patch as Record<string, string | number | null>)[k]);
     const sql = `UPDATE leases SET ${keys.map((k) => `${LEASE_COLS[k]} = ?`).join(', ')} WHERE id = ?${opts.ifStatus ? ' AND status = ?' : ''}`;
     return Number(this.#q(sql).run(...args, id, ...(opts.ifStatus ? [opts.ifStatus] : [])).changes) > 0;
+  }
+
+  async createReview(r: Review): Promise<void> {
+    this.#q(`INSERT INTO reviews (${REVIEW_COLS.join(', ')}) VALUES (${REVIEW_COLS.map(() => '?').join(', ')})`).run(...reviewValues(r));
+  }
+  async getReview(id: string): Promise<Review | undefined> {
+    const r = this.#q('SELECT * FROM reviews WHERE id = ?').get(id) as Row | undefined;
+    return r && reviewFromRow(r);
+  }
+  async listReviews(f: ReviewFilter = {}): Promise<Review[]> {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (f.status) { where.push('status = ?'); args.push(f.status); }
+    if (f.since !== undefined) { where.push('created_at >= ?'); args.push(f.since); }
+    if (f.leaseId) { where.push('lease_id = ?'); args.push(f.leaseId); }
+    if (f.sessionId) { where.push('session_id = ?'); args.push(f.sessionId); }
+    const rows = this.#q(`SELECT * FROM reviews ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC LIMIT 1000`).all(...args) as Row[];
+    return rows.map(reviewFromRow);
+  }
+  async decideReview(id: string, d: ReviewDecision): Promise<DecideResult> {
+    // node:sqlite answers synchronously and this process owns the file: read, decide and write
+    // run without yielding, inside one transaction
+    let out: DecideResult = { result: 'not_found' };
+    this.#tx(() => {
+      const row = this.#q('SELECT * FROM reviews WHERE id = ?').get(id) as Row | undefined;
+      if (!row) return;
+      const r = reviewFromRow(row);
+      const { result, next } = applyDecision(r, d);
+      if (next) this.#saveDecision(next);
+      out = { result, review: next ?? r } as DecideResult;
+    });
+    return out;
+  }
+  #saveDecision(r: Review): void {
+    this.#q('UPDATE reviews SET status = ?, decided_at = ?, decided_by = ?, decision_reason = ?, decisions = ? WHERE id = ?')
+      .run(r.status, r.decidedAt, r.decidedBy, r.decisionReason, JSON.stringify(r.decisions), r.id);
+  }
+  async finishReview(id: string, status: 'expired' | 'cancelled', at: number, reason: string | null): Promise<boolean> {
+    return Number(this.#q(`UPDATE reviews SET status = ?, decided_at = ?, decision_reason = ? WHERE id = ? AND status = 'pending'`).run(status, at, reason, id).changes) > 0;
+  }
+  async consumeReview(id: string, at: number): Promise<boolean> {
+    return Number(this.#q(`UPDATE reviews SET consumed_at = ? WHERE id = ? AND status = 'approved' AND consumed_at IS NULL`).run(at, id).changes) > 0;
   }
 
   async saveSessions(rows: SessionRow[]): Promise<void> {

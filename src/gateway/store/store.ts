@@ -21,6 +21,53 @@ export interface Lease {
   endReason: string | null;
 }
 
+export type ReviewStatus = 'pending' | 'approved' | 'rejected' | 'expired' | 'cancelled';
+/** `lease`: JIT approval of a lease; `statement`: one SQL statement held; `command`: one SSH command held */
+export type ReviewKind = 'lease' | 'statement' | 'command';
+
+export interface ReviewDecision { reviewer: string; decision: 'approve' | 'reject'; reason: string | null; at: number }
+
+export interface Review {
+  id: string;
+  kind: ReviewKind;
+  connection: string;
+  requester: string;
+  leaseId: string | null;
+  sessionId: string | null;
+  /** the guardrail rule (or pattern) that held a statement; null for a lease */
+  rule: string | null;
+  /** what reviewers see: the statement with sensitive literals masked; null for a lease */
+  statement: string | null;
+  /** sha256 of the exact statement that runs once approved (hex); null for a lease */
+  statementHash: string | null;
+  /** the requester's reason */
+  reason: string | null;
+  /** who may decide: members of these groups, never the requester */
+  groups: string[];
+  minApprovals: number;
+  status: ReviewStatus;
+  createdAt: number;
+  /** no decision by then: expired */
+  expiresAt: number;
+  decidedAt: number | null;
+  /** the rejecter, or the approver whose approval reached min_approvals */
+  decidedBy: string | null;
+  decisionReason: string | null;
+  /** the request survives its client's disconnect (`hoop.detach_reviews`), to be used later */
+  detached: boolean;
+  /** when an approved detached statement was run (`hoop.review`): once only */
+  consumedAt: number | null;
+  decisions: ReviewDecision[];
+}
+
+/** what `decideReview` did, atomically */
+export type DecideResult =
+  | { result: 'recorded' | 'decided'; review: Review }
+  | { result: 'duplicate' | 'not_pending' | 'expired'; review: Review }
+  | { result: 'not_found' };
+
+export interface ReviewFilter { status?: ReviewStatus; since?: number; leaseId?: string; sessionId?: string }
+
 export interface SessionRow {
   id: string;
   leaseId: string;
@@ -92,6 +139,24 @@ export interface Store {
    * (the notification channel was lost and is back): reload every lease then. Returns unwatch.
    */
   watchLeases?(onChange: (leaseId: string | undefined) => void): () => void;
+
+  createReview(review: Review): Promise<void>;
+  getReview(id: string): Promise<Review | undefined>;
+  /** newest first, at most 1000 */
+  listReviews(filter?: ReviewFilter): Promise<Review[]>;
+  /**
+   * One reviewer's decision, in one transaction that locks the review: refused when the review is
+   * no longer pending, past `expiresAt` (then marked expired), or already decided by this
+   * reviewer; a rejection ends it, and the approval that reaches `minApprovals` approves it.
+   * Two decisions at the same instant (two replicas) see each other: one consistent outcome.
+   */
+  decideReview(id: string, decision: ReviewDecision): Promise<DecideResult>;
+  /** ends a pending review without a decision (`expired`, `cancelled`); resolves whether it was pending */
+  finishReview(id: string, status: 'expired' | 'cancelled', at: number, reason: string | null): Promise<boolean>;
+  /** marks an approved review used; resolves false when it was not approved or already used */
+  consumeReview(id: string, at: number): Promise<boolean>;
+  /** like watchLeases, for reviews created or changed by another replica */
+  watchReviews?(onChange: (reviewId: string | undefined) => void): () => void;
 
   /** inserts or replaces each row (its newest state), all in one transaction */
   saveSessions(rows: SessionRow[]): Promise<void>;

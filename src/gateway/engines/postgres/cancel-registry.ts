@@ -11,6 +11,8 @@ export interface CancelTarget {
   connection: string;
   pid: number;
   secret: number;
+  /** withdraws a statement the session holds for review (the cancel then has nothing to cancel there) */
+  withdraw?(): void;
 }
 
 const byKey = new Map<string, CancelTarget>();

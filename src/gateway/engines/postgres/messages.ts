@@ -201,7 +201,21 @@ export function buildErrorFields(type: number, fields: ErrorFields): Buffer {
 }
 
 /** An ErrorResponse made by the gateway itself. `severity` ERROR keeps the session; FATAL ends it. */
-export function errorResponse(severity: 'ERROR' | 'FATAL', sqlstate: string, message: string, extra: { detail?: string; hint?: string } = {}): Buffer {
+/**
+ * `routine` (R) carries the gateway's machine-readable reason beside the SQLSTATE, so a client
+ * can tell a guardrail (`hoop_guardrail`) from a review's end (`hoop_review_rejected`,
+ * `hoop_review_expired`, `hoop_review_cancelled`) where PostgreSQL itself would use 42501 too.
+ */
+export function errorResponse(severity: 'ERROR' | 'FATAL', sqlstate: string, message: string, extra: { detail?: string; hint?: string; routine?: string } = {}): Buffer {
+  return buildErrorFields(B.ErrorResponse, noticeFields(severity, sqlstate, message, extra));
+}
+
+/** A NoticeResponse (`routine` as for errorResponse: `hoop_review_pending`). */
+export function noticeResponse(sqlstate: string, message: string, extra: { detail?: string; hint?: string; routine?: string } = {}): Buffer {
+  return buildErrorFields(B.NoticeResponse, noticeFields('NOTICE', sqlstate, message, extra));
+}
+
+function noticeFields(severity: string, sqlstate: string, message: string, extra: { detail?: string; hint?: string; routine?: string }): ErrorFields {
   const fields: ErrorFields = [
     [0x53, severity], // S
     [0x56, severity], // V (non-localized severity)
@@ -210,7 +224,8 @@ export function errorResponse(severity: 'ERROR' | 'FATAL', sqlstate: string, mes
   ];
   if (extra.detail) fields.push([0x44, extra.detail]);
   if (extra.hint) fields.push([0x48, extra.hint]);
-  return buildErrorFields(B.ErrorResponse, fields);
+  if (extra.routine) fields.push([0x52, extra.routine]);
+  return fields;
 }
 
 const rfq = { I: Buffer.from([B.ReadyForQuery, 0, 0, 0, 5, 0x49]), T: Buffer.from([B.ReadyForQuery, 0, 0, 0, 5, 0x54]), E: Buffer.from([B.ReadyForQuery, 0, 0, 0, 5, 0x45]) };

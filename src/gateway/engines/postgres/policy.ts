@@ -50,6 +50,11 @@ export interface Policy {
   derive(sql: string, relations?: Relations | null): Derivation | null;
   /** the statement's COPY TO STDOUT options from its parse tree; null when the parser is not loaded or cannot tell */
   copyOptions(sql: string): (CopyFormat & { header: boolean }) | null;
+  /**
+   * What a reviewer sees of a held statement (and its bound parameters): literals of column-rule
+   * columns starred (review-text.ts), then the detectors over all of it.
+   */
+  reviewText(sql: string, params?: ReadonlyArray<string | null> | null): string;
 }
 
 const compiled = new WeakMap<ConnectionConfig, Promise<Policy>>();
@@ -102,5 +107,15 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
       return (sql, statementName) => session.judge(sql, statementName);
     };
   }
-  return { newJudge, mask, derive, copyOptions };
+  const reviewText: Policy['reviewText'] = (sql, params) => {
+    let text = sql;
+    let maskedParams = new Set<number>();
+    if (mask?.columnRules && guardrails) ({ text, maskedParams } = guardrails.maskStatementLiterals(sql, mask.columnMatches));
+    if (params && params.length > 0) {
+      const shown = params.map((p, i) => `$${i + 1} = ${p === null ? 'NULL' : maskedParams.has(i + 1) ? `'${p.replace(/[^\s@.\-]/gu, '*')}'` : `'${p.replaceAll("'", "''")}'`}`);
+      text += `\n-- parameters: ${shown.join(', ')}`;
+    }
+    return mask ? mask.text(text) : text;
+  };
+  return { newJudge, mask, derive, copyOptions, reviewText };
 }

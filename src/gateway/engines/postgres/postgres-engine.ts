@@ -22,11 +22,12 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage, CopyResponse, Field, RowDescriptionMessage } from 'pg-protocol/dist/messages.js';
-import { clientLink, type Engine, type EngineContext, type EngineFactory } from '../engine.ts';
+import { clientLink, type Engine, type EngineContext, type EngineFactory, type ReviewOutcome } from '../engine.ts';
+import { formatDuration } from '../../config/duration.ts';
 import { MessageFramer, ProtocolError } from './framer.ts';
 import {
   B, F, authenticationOk, backendKeyData, cancelRequest, describeStatement, errorField, errorResponse,
-  negotiateProtocolVersion, parameterStatus, parseBind, parseErrorFields, parseExecute, parseParse, parseQuery,
+  negotiateProtocolVersion, noticeResponse, parameterStatus, parseBind, parseErrorFields, parseExecute, parseParse, parseQuery,
   parseStartupPacket, parseTargetRef, readyForQuery, sslNo, terminateMessage,
 } from './messages.ts';
 import { Outbox } from './outbox.ts';
@@ -46,6 +47,8 @@ const FORWARDED_PARAMS = new Set(['application_name', 'client_encoding', 'datest
 
 interface StmtInfo {
   text: string;
+  /** guardrails.review matched at Parse: each Execute of it waits for its own approval */
+  review?: Exclude<Verdict, { action: 'allow' }>;
   /** RowDescription of the statement (Describe 'S'); null until known, [] for NoData */
   fields: Field[] | null;
   shape: ResultShape | null;
@@ -187,6 +190,11 @@ class PostgresEngine implements Engine {
   private lastTNames: string[] = [];
 
   private clientHeld = { login: false, review: false, drain: false };
+  /** the statement held for review: aborting it withdraws the request */
+  private held: AbortController | null = null;
+  /** startup parameters `hoop.detach_reviews` and `hoop.review` (see ReviewRequest) */
+  private reviewDetach = false;
+  private reviewResume: string | null = null;
   private targetHeld = { lookup: false, drain: false };
   private releaseKey: (() => void) | null = null;
   private done: (() => void) | null = null;
@@ -385,6 +393,19 @@ class PostgresEngine implements Engine {
   private onExecute(buf: Buffer, start: number, end: number): void {
     const { portal: name } = parseExecute(buf, start, end);
     const portal = this.portals.get(name) ?? null;
+    const review = portal?.stmt.review;
+    if (review) {
+      // held here, not at Parse: the reviewer sees the values bound to it, and one approval
+      // runs one Execute
+      const text = portal.stmt.text;
+      const exact = portal.params.length ? `${text}\n-- parameters: ${JSON.stringify(portal.params)}` : text;
+      this.hold('extended', review, text, exact, this.policy?.reviewText(text, portal.params) ?? text, () => this.sendExecute(portal, buf, start, end));
+      return;
+    }
+    this.sendExecute(portal, buf, start, end);
+  }
+
+  private sendExecute(portal: PortalInfo | null, buf: Buffer, start: number, end: number): void {
     const op = newOp('execute');
     op.portal = portal;
     op.text = portal?.stmt.text ?? '';
@@ -410,26 +431,65 @@ class PostgresEngine implements Engine {
       this.block(mode, text, { rule: verdict.rule, message });
       return;
     }
-    // hold this and every later client message until the review is decided
+    if (mode === 'extended') {
+      // Parse runs nothing: it goes on, and each Execute of the statement is held (onExecute)
+      this.sendParse(stmtName, text, buf, start, end);
+      this.stmts.get(stmtName)!.review = verdict;
+      return;
+    }
+    this.hold('simple', verdict, text, text, this.policy?.reviewText(text) ?? text, () => this.sendQuery(text, buf, start, end));
+  }
+
+  /**
+   * Holds one statement (a Query, or an Execute with everything after it up to Sync) until its
+   * review ends: the client gets a NoticeResponse naming the review, then either the statement's
+   * own results (approved: `run` sends exactly the bytes that were reviewed, once) or an
+   * ErrorResponse, and the session goes on. A CancelRequest or a disconnect withdraws it.
+   */
+  private hold(mode: 'simple' | 'extended', verdict: Exclude<Verdict, { action: 'allow' }>, text: string, exact: string, display: string, run: () => void): void {
     this.clientFramer.pause();
     this.clientHeld.review = true;
     this.client?.pause();
     this.flushTarget();
-    this.ctx.audit('query.review_requested', { rule: verdict.rule, statement: this.maskText(text) });
-    this.ctx.requestReview({ rule: verdict.rule, statement: text, display: this.maskText(text) }).then(
-      (o) => this.reviewed(o.status === 'approved', mode, text, verdict, buf, start, end, stmtName),
-      (err) => { this.ctx.log.warn({ err }, 'review failed'); this.reviewed(false, mode, text, verdict, buf, start, end, stmtName); },
+    const held = new AbortController();
+    this.held = held;
+    const groups = this.ctx.connection.review?.groups;
+    this.ctx.requestReview!({
+      rule: verdict.rule, statement: exact, display, kind: 'statement', signal: held.signal, detach: this.reviewDetach, resume: this.reviewResume ?? undefined,
+      onPending: (r) => {
+        if (this.closed) return;
+        this.clientOut.push(noticeResponse('01000', `hoopctl: statement held for review ${r.id} (guardrail "${verdict.rule}"): waiting for approval${groups ? ` by ${groups.join(' or ')}` : ''} — ${r.approveCommand}`, {
+          detail: `review ${r.id} expires at ${new Date(r.expiresAt).toISOString()}; the statement runs once, as reviewed, the moment it is approved`,
+          hint: 'cancel the query (Ctrl-C) to withdraw the request',
+          routine: 'hoop_review_pending',
+        }));
+        this.flushClient();
+      },
+    }).then(
+      (o) => this.reviewed(o, mode, text, verdict, run),
+      (err) => { this.ctx.log.warn({ err }, 'review failed'); this.reviewed({ id: '', status: 'cancelled', by: null, reason: String((err as Error)?.message ?? err) }, mode, text, verdict, run); },
     );
   }
 
-  private reviewed(approved: boolean, mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, buf: Buffer, start: number, end: number, stmtName: string): void {
+  /** a CancelRequest for this session: withdraw the held statement, if any */
+  private withdraw(): void {
+    this.held?.abort('withdrawn by the client (cancel request)');
+  }
+
+  private reviewed(o: ReviewOutcome, mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, run: () => void): void {
+    this.held = null;
     if (this.closed) return;
-    this.ctx.audit(approved ? 'query.approved' : 'query.rejected', { rule: verdict.rule, statement: this.maskText(text) });
-    if (approved) {
-      if (mode === 'simple') this.sendQuery(text, buf, start, end);
-      else this.sendParse(stmtName, text, buf, start, end);
-    } else {
-      this.block(mode, text, { rule: verdict.rule, message: `hoopctl: statement rejected in review (guardrail "${verdict.rule}")` });
+    if (o.status === 'approved') run();
+    else {
+      const timeout = formatDuration(this.ctx.connection.review?.timeout ?? 15 * 60_000);
+      const [code, message, routine] = o.status === 'rejected'
+        ? ['42501', `hoopctl: statement rejected in review ${o.id} by ${o.by}${o.reason ? `: ${o.reason}` : ''}`, 'hoop_review_rejected']
+        : o.status === 'expired'
+          ? ['42501', `hoopctl: statement not approved within ${timeout}: review ${o.id} timed out`, 'hoop_review_expired']
+          : o.id
+            ? ['57014', 'canceling statement due to user request', 'hoop_review_cancelled']
+            : ['42501', `hoopctl: the statement could not be reviewed (${o.reason}); it did not run`, 'hoop_review_failed'];
+      this.block(mode, text, { rule: verdict.rule, message }, { code, routine, hint: o.status === 'cancelled' ? undefined : `review ${o.id || '(none)'} on connection "${this.ctx.connection.name}"` });
     }
     this.clientHeld.review = false;
     try {
@@ -443,14 +503,15 @@ class PostgresEngine implements Engine {
     this.resumeClient();
   }
 
-  private block(mode: 'simple' | 'extended', text: string, v: { rule: string; message: string }): void {
+  private block(mode: 'simple' | 'extended', text: string, v: { rule: string; message: string }, as: { code: string; routine: string; hint?: string } = { code: '42501', routine: 'hoop_guardrail' }): void {
     const ctx = this.ctx;
     ctx.stats.blocked++;
-    const statement = this.maskText(text);
+    const statement = this.policy ? this.policy.reviewText(text) : text;
     ctx.audit('query.blocked', { rule: v.rule, statement, message: v.message });
     if (this.completed.length > 0) this.recordCompletedOps(); // keep the recording in order
-    ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message });
-    const err = errorResponse('ERROR', '42501', v.message, { hint: `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement` });
+    ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message, ...(as.routine !== 'hoop_guardrail' ? { routine: as.routine } : {}) });
+    const hint = as.routine === 'hoop_guardrail' ? `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement` : as.hint;
+    const err = errorResponse('ERROR', as.code, v.message, { hint, routine: as.routine });
     if (mode === 'simple') this.pushSynthetic(err, true);
     else {
       this.pushSynthetic(err, false);
@@ -550,6 +611,7 @@ class PostgresEngine implements Engine {
         this.ctx.log.info('cancel request for an unknown backend key ignored');
         return;
       }
+      entry.withdraw?.();
       const { socket: s } = await this.takeTarget();
       await new Promise<void>((resolve) => { s.end(cancelRequest(entry.pid, entry.secret), () => resolve()); s.once('error', () => resolve()); s.once('close', () => resolve()); });
       s.destroy();
@@ -571,6 +633,8 @@ class PostgresEngine implements Engine {
       const lk = k.toLowerCase();
       if (lk === 'database') clientDb = v;
       else if (k.startsWith('_pq_.')) unrecognized.push(k);
+      else if (lk === 'hoop.detach_reviews') this.reviewDetach = ['on', 'true', '1', 'yes'].includes(v.toLowerCase());
+      else if (lk === 'hoop.review') this.reviewResume = v;
       else if (FORWARDED_PARAMS.has(lk)) params.push([k, v]);
     }
     const user = t.user ?? 'postgres';
@@ -601,7 +665,7 @@ class PostgresEngine implements Engine {
     this.judge = this.policy.newJudge();
     this.screen = this.policy.mask?.newScreen() ?? null;
     if (this.policy.mask?.columnRules) this.catalog = Catalog.for({ target: t, user, password: ctx.secret.password, database, tls: session.tls });
-    const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret });
+    const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret, withdraw: () => this.withdraw() });
     this.releaseKey = key.release;
     this.txStatus = session.txStatus;
 
@@ -1162,6 +1226,7 @@ class PostgresEngine implements Engine {
     this.phase = 'closed';
     this.releaseKey?.();
     this.releaseKey = null;
+    this.held?.abort('the client disconnected');
     if (this.early) { void this.early.then((ch) => { if (!(ch instanceof Error)) ch.socket.destroy(); }); this.early = null; }
     if (this.announceTimer) { clearTimeout(this.announceTimer); this.announceTimer = null; }
     try {
