@@ -107,6 +107,15 @@ export class Unreachable extends HoopError {
   }
 }
 
+/** A review did not let the request through (yet): pending without --wait, rejected, timed out (exit 5). */
+export class ReviewNotApproved extends HoopError {
+  readonly reviewId: string | undefined;
+  constructor(code: 'review_pending' | 'review_rejected' | 'review_expired' | 'review_failed', message: string, opts: HoopErrorOptions & { reviewId?: string } = {}) {
+    super(code, message, { status: 403, exit: ExitCode.rejected, expose: true, ...opts, details: { ...(opts.reviewId ? { review_id: opts.reviewId } : {}), ...opts.details } });
+    this.reviewId = opts.reviewId;
+  }
+}
+
 /** Normalizes anything thrown into a HoopError (the one normalizer at each boundary). */
 export function toHoopError(err: unknown): HoopError {
   if (err instanceof HoopError) return err;

@@ -142,6 +142,41 @@ pauses into its timestamps instead of sleeping.`)
     .option('--json', 'print as JSON')
     .action(run(() => import('./commands/audit.ts')));
 
+  program.command('exec')
+    .description('run SQL on a connection through the gateway (-c, -f or stdin), or wrap a command: exec <conn> -- <command>')
+    .argument('<conn>', 'connection name (see `hoopctl connections`)')
+    .argument('[command...]', 'after --: a command to run with the tunnel in its environment (PGHOST, PGPORT, DATABASE_URL, HOOP_URL, ...)')
+    .option('-c, --command <sql>', 'SQL to run (repeatable; split into statements like psql)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('-f, --file <file>', 'read SQL from a file (- for stdin; stdin is read when neither -c nor -f is given)')
+    .addOption(new Option('--format <fmt>', 'output format (default: table on a terminal, csv otherwise)').choices(['table', 'csv', 'json', 'ndjson']))
+    .option('--continue-on-error', 'run the remaining statements after one fails (default: stop, like psql -v ON_ERROR_STOP=1)')
+    .option('-r, --reason <text>', 'why you need access (recorded, shown to reviewers)')
+    .option('-d, --duration <dur>', 'lease duration when a new lease is taken, e.g. 30m')
+    .option('--wait <dur>', 'wait this long for a review (the lease\'s or a held statement\'s) instead of exiting 5 at once')
+    .option('--review <id>', 'run a statement held earlier, once its review r_… is approved (same statement text)')
+    .option('--timeout <dur>', 'limit for the whole command: the running statement is cancelled on the target')
+    .option('-p, --port <n>', 'wrapped command: local port for the tunnel (default: a free one)')
+    .addOption(gatewayOpt())
+    .option('--json', 'progress events as JSON lines on stderr (lease, waiting_approval, approved, running, completed)')
+    .addHelpText('after', `
+Examples:
+  hoopctl exec app -c 'select count(*) from orders'
+  hoopctl exec app -f migration.sql --reason "deploy 42" --wait 15m
+  psql-dump.sql | hoopctl exec app --format ndjson
+  hoopctl exec app -- psql -f migration.sql
+  hoopctl exec app -- pgbench -c 4 -T 10
+
+A held statement exits 5 with its review id unless --wait; after approval, run the same input
+again with --review <id>. SIGTERM cancels the running statement on the target.`)
+    .action(run(() => import('./commands/exec.ts')));
+
+  program.command('mcp')
+    .description('MCP server on stdio for AI agents: tools list_connections and query (same policy as exec)')
+    .option('--wait <dur>', 'how long a query waits for a held statement\'s review before answering "waiting for approval"', '0s')
+    .option('--max-rows <n>', 'rows returned per statement (the rest is counted, not returned)', '500')
+    .addOption(gatewayOpt())
+    .action(run(() => import('./commands/mcp.ts')));
+
   program.command('gateway')
     .description('run the gateway server')
     .requiredOption('-c, --config <file>', 'gateway.yaml')

@@ -1,13 +1,15 @@
 /**
- * Getting a usable access token for a gateway: HOOP_TOKEN wins; else the stored login, refreshed
+ * Getting a usable access token for a gateway: HOOP_TOKEN wins; then HOOP_CLIENT_ID/SECRET, exchanged
+ * in memory and never stored; else the stored login, refreshed
  * with its refresh token shortly before it expires (users are not logged out every hour); a
  * client-credentials login is renewed from HOOP_CLIENT_ID/HOOP_CLIENT_SECRET when they are set.
  */
 import type * as OidcClient from 'openid-client';
 import { AuthError, UsageError } from '../errors.ts';
 import { GatewayClient, isLoopback, type HoopConfiguration } from './gateway-client.ts';
-import { loadTokens, saveTokens, type StoredTokens } from './token-store.ts';
-import { resolveGateway } from './settings.ts';
+// token-store and settings load `conf` (~70 ms): imported only when a stored login is used, so a
+// CI step with HOOP_GATEWAY + HOOP_TOKEN (or machine credentials) does not pay for it (issue 11)
+import type { StoredTokens } from './token-store.ts';
 
 /** refresh when less than this is left */
 const REFRESH_MARGIN_MS = 60_000;
@@ -63,12 +65,15 @@ export function describeOidcError(err: unknown): string {
 
 /** An authenticated API client for the gateway (refreshing the stored token when needed). */
 export async function authedClient(gatewayFlag?: string): Promise<GatewayClient> {
-  const url = resolveGateway(gatewayFlag);
+  const given = gatewayFlag ?? process.env.HOOP_GATEWAY;
+  const url = given ? given.replace(/\/+$/, '') : (await import('./settings.ts')).resolveGateway();
   const gw = new GatewayClient(url);
   if (process.env.HOOP_TOKEN) {
     gw.token = process.env.HOOP_TOKEN;
     return gw;
   }
+  if (process.env.HOOP_CLIENT_ID && process.env.HOOP_CLIENT_SECRET) return inMemoryMachineClient(gw);
+  const { loadTokens } = await import('./token-store.ts');
   let stored = await loadTokens(url);
   if (!stored) throw new AuthError('not_logged_in', `not logged in to ${url}`, { hint: `run \`hoopctl login --gateway ${url}\`` });
   // long-running commands (connect) keep asking; refresh happens only near expiry
@@ -82,8 +87,28 @@ export async function authedClient(gatewayFlag?: string): Promise<GatewayClient>
   return gw;
 }
 
+/**
+ * Machine identity from HOOP_CLIENT_ID / HOOP_CLIENT_SECRET (CI jobs, agents; issue 11): the
+ * client-credentials grant runs in memory and the token is never written to disk; it is exchanged
+ * again when less than a minute is left. Set in the environment, they take precedence over a
+ * stored login (HOOP_TOKEN over both), as the environment is how a job says who it is.
+ */
+function inMemoryMachineClient(gw: GatewayClient): GatewayClient {
+  const plain = new GatewayClient(gw.url);
+  let current: StoredTokens | undefined;
+  let pending: Promise<StoredTokens> | undefined;
+  gw.tokenSource = async () => {
+    if (current && (current.expires_at === undefined || current.expires_at - Date.now() > REFRESH_MARGIN_MS)) return current.access_token;
+    pending ??= plain.discover().then((hc) => clientCredentialsLogin(plain, hc)).finally(() => { pending = undefined; });
+    current = await pending;
+    return current.access_token;
+  };
+  return gw;
+}
+
 async function fresh(gw: GatewayClient, t: StoredTokens): Promise<StoredTokens> {
   if (t.expires_at === undefined || t.expires_at - Date.now() > REFRESH_MARGIN_MS) return t;
+  const { saveTokens } = await import('./token-store.ts');
   const hc = await gw.discover();
   if (t.kind === 'client_credentials') {
     if (process.env.HOOP_CLIENT_ID && process.env.HOOP_CLIENT_SECRET) {

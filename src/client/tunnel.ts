@@ -10,7 +10,8 @@
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { WebSocket, type ClientOptions } from 'ws';
-import { wsDuplex, TunnelClosed, CloseCode, type BridgeCounters } from '../shared/ws-duplex.ts';
+import { wsDuplex, TunnelClosed, CloseCode, type BridgeCounters, type WsDuplex } from '../shared/ws-duplex.ts';
+import { AccessDenied, AuthError, HoopError, Unreachable } from '../errors.ts';
 import { MuxChannel, MUX_PROTOCOL } from '../shared/mux.ts';
 import { isLoopback, type GatewayClient } from './gateway-client.ts';
 
@@ -225,10 +226,84 @@ export class LocalTunnel extends EventEmitter {
     });
   }
 
+  /**
+   * One tunnel stream for a client that lives in this process (`hoopctl exec` and `hoopctl mcp`
+   * speak PostgreSQL themselves): no local listener and no loopback hop. Streams share the
+   * multiplexed WebSocket like listener connections do. Rejects with a HoopError (exit 3 / 4 / 7)
+   * when the gateway refuses the tunnel or cannot be reached.
+   */
+  async stream(): Promise<WsDuplex> {
+    const tok = await this.#currentToken();
+    if (this.#useMux) {
+      const ch = await this.#sharedChannel(tok.wsOptions);
+      if (ch) return wsDuplex(ch.open() as unknown as WebSocket);
+    }
+    const ws = new WebSocket(this.#wsUrl, tok.wsOptions);
+    this.#websockets.add(ws);
+    ws.once('close', () => this.#websockets.delete(ws));
+    await handshake(ws);
+    return wsDuplex(ws);
+  }
+
+  #channelPending: Promise<MuxChannel | undefined> | undefined;
+  /** the shared multiplexed WebSocket for stream(); undefined when the gateway does not multiplex */
+  #sharedChannel(wsOptions: ClientOptions): Promise<MuxChannel | undefined> {
+    if (this.#mux?.channel) return Promise.resolve(this.#mux.channel);
+    this.#channelPending ??= (async () => {
+      const ws = new WebSocket(this.#wsUrl, [MUX_PROTOCOL], wsOptions);
+      this.#websockets.add(ws);
+      ws.once('close', () => this.#websockets.delete(ws));
+      try {
+        await handshake(ws);
+      } catch (err) {
+        if (/subprotocol/i.test((err as Error).message)) {
+          this.#useMux = false;
+          return undefined;
+        }
+        throw err;
+      }
+      (ws as unknown as { _socket: net.Socket })._socket.setNoDelay(true);
+      const channel = new MuxChannel(ws, { writer: this.#zeroMask ? 'zero-mask' : 'ws' });
+      const mux: SharedSocket = { ws, channel, waiting: [] };
+      this.#mux = mux;
+      ws.once('close', (code: number, reason: Buffer) => {
+        if (this.#mux === mux) this.#mux = undefined;
+        if (code === CloseCode.leaseExpired || code === CloseCode.leaseRevoked)
+          this.emit('lease-ended', { reason: reason.toString() || 'lease ended', code } satisfies LeaseEnded);
+      });
+      return channel;
+    })().finally(() => { this.#channelPending = undefined; });
+    return this.#channelPending;
+  }
+
   close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
     // no close handshake on the way out: a busy peer must not hold the CLI for ws's 30 s timeout
     for (const ws of this.#websockets) ws.terminate();
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
+}
+
+/** Resolves when the WebSocket is open; a refused or failed handshake becomes a HoopError. */
+function handshake(ws: WebSocket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        let body: { error?: string; message?: string } = {};
+        try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
+        const message = body.message ?? `gateway refused the tunnel: HTTP ${res.statusCode}`;
+        ws.terminate();
+        if (res.statusCode === 401) reject(new AuthError(body.error ?? 'unauthorized', message));
+        else if (res.statusCode === 403 || res.statusCode === 404) reject(new AccessDenied(message, { code: body.error }));
+        else reject(new HoopError(body.error ?? `http_${res.statusCode}`, message, { status: res.statusCode, expose: true, exit: 7 }));
+      });
+    });
+    ws.once('error', (err: Error & { code?: string }) => {
+      if (/subprotocol/i.test(err.message)) return reject(err);
+      reject(new Unreachable(`gateway unreachable: ${err.code ?? err.message}`, { cause: err, hint: 'is the gateway running? check --gateway / HOOP_GATEWAY' }));
+    });
+  });
 }

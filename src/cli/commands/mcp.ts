@@ -1,0 +1,1 @@
+export default async function mcp(): Promise<number> { return 2; }
