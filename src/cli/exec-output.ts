@@ -33,6 +33,7 @@ class ByteOut {
   #len = 0;
   #scheduled = false;
   #waiting: (() => void) | undefined;
+  #draining = false;
   constructor(to: Writable) {
     this.#to = to;
   }
@@ -79,8 +80,10 @@ class ByteOut {
     const chunk = Buffer.from(this.#buf.subarray(0, this.#len));
     this.#len = 0;
     const ok = this.#to.write(chunk);
-    if (!ok) {
+    if (!ok && !this.#draining) {
+      this.#draining = true;
       this.#to.once('drain', () => {
+        this.#draining = false;
         const w = this.#waiting;
         this.#waiting = undefined;
         w?.();
@@ -258,6 +261,22 @@ const center = (s: string, w: number) => {
 const NUMBER_OIDS = new Set([21, 23, 26, 700, 701]);
 const JSON_OIDS = new Set([114, 3802]);
 
+/** how a column's text becomes a JSON value: 0 string, 1 boolean, 2 number, 3 JSON (see the header) */
+export function valueKind(typeOid: number): number {
+  return typeOid === 16 ? 1 : NUMBER_OIDS.has(typeOid) ? 2 : JSON_OIDS.has(typeOid) ? 3 : 0;
+}
+
+/** one value as JSON, from its text form (the json/ndjson formats and the MCP server agree) */
+export function jsonValue(kind: number, text: string | null): unknown {
+  if (text === null) return null;
+  if (kind === 1) return text === 't';
+  if (kind === 2) return /^-?\d/.test(text) ? Number(text) : text;
+  if (kind === 3) {
+    try { return JSON.parse(text); } catch { return text; }
+  }
+  return text;
+}
+
 /** json and ndjson: one object per statement, its rows streamed into it */
 class JsonWriter extends BaseWriter {
   readonly #lines: boolean;
@@ -281,7 +300,7 @@ class JsonWriter extends BaseWriter {
   }
   columns(cols: ColumnInfo[]): void {
     this.cols = cols;
-    this.#kinds = Uint8Array.from(cols, (c) => (c.type_oid === 16 ? 1 : NUMBER_OIDS.has(c.type_oid) ? 2 : JSON_OIDS.has(c.type_oid) ? 3 : 0));
+    this.#kinds = Uint8Array.from(cols, (c) => valueKind(c.type_oid));
     this.out.str(`,"columns":${JSON.stringify(cols)},"rows":[`);
   }
   row(buf: Buffer, start: number): boolean {

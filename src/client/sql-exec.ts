@@ -189,8 +189,9 @@ export class SqlTarget {
     await new Promise<void>((resolve) => {
       const link = stream.link({ data: () => {}, end: () => resolve(), close: () => resolve(), drain: () => {} });
       link.start();
+      // no end(): like libpq, send the request and wait for the gateway to close once it has
+      // forwarded it (an early EOF can end the gateway's side before the target got the cancel)
       link.write(cancelRequest(s.pid, s.secret));
-      link.end();
       setTimeout(resolve, 3000).unref();
     });
     stream.destroy();
@@ -309,7 +310,7 @@ export async function runStatements(target: SqlTarget, o: RunOptions, emit: Emit
           fail(new ReviewNotApproved('review_pending', heldOver === 'left'
             ? `statement ${i + 1} is held for review ${held}`
             : `statement ${i + 1} was not approved within the wait: review ${held} is still pending`, {
-            reviewId: held,
+            reviewId: held, details: { statement: i + 1 },
             hint: `a reviewer runs \`hoopctl approve ${held}\`; then run the same input with ${resume} (statements before it run again)`,
           }), held);
           return out;
