@@ -58,7 +58,8 @@ export default async function exec(name: string, wrapped: string[], opts: ExecOp
     return e.exit;
   };
   const completed = (code: number, extra: Record<string, unknown> = {}) => {
-    emit({ event: 'completed', exit_code: code, duration_ms: Date.now() - started, ...extra });
+    // peak memory, so a pipeline (and the test suite) can see that results streamed
+    emit({ event: 'completed', exit_code: code, duration_ms: Date.now() - started, max_rss_kb: process.resourceUsage().maxRSS, ...extra });
     return code;
   };
 
