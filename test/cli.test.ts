@@ -28,9 +28,9 @@ test('--version prints the package version', () => {
 });
 
 test('--help and --version load neither ink/react, openid-client nor the gateway', () => {
-  for (const args of [['--help'], ['--version'], ['connect', '--help']]) {
+  for (const args of [['--help'], ['--version'], ['connect', '--help'], ['exec', '--help'], ['mcp', '--help']]) {
     const mods = importsOf(args);
-    const heavy = mods.filter((u) => /\/node_modules\/(ink|react|openid-client|oidc-provider|libpg-query|ws|pino|ssh2)\//.test(u) || /\/src\/gateway\//.test(u));
+    const heavy = mods.filter((u) => /\/node_modules\/(ink|react|openid-client|oidc-provider|libpg-query|ws|pino|ssh2|@modelcontextprotocol)\//.test(u) || /\/src\/gateway\//.test(u));
     assert.deepEqual(heavy, [], `${args.join(' ')} loaded ${heavy.join(', ')}`);
   }
 });

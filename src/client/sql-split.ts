@@ -9,6 +9,7 @@
  * - the body of `CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END` (SQL-standard
  *   bodies, PostgreSQL 14+) keeps its semicolons, as psql's lexer counts BEGIN/CASE against END;
  * - input that is only whitespace and comments is not a statement (psql sends nothing either);
+ *   comments before a statement are not part of its text;
  * - a psql meta-command (a line starting with a backslash between statements) is an error with
  *   the line number: exec speaks SQL only (wrap psql with `hoopctl exec <conn> -- psql -f ...`).
  *
@@ -108,16 +109,13 @@ export function splitSql(input: string): SplitStatement[] {
       const cmd = input.slice(i, nl < 0 ? n : nl).trim().split(/\s+/)[0];
       throw new SplitError(`psql meta-command ${cmd} is not supported by hoopctl exec (SQL only); run psql through the tunnel instead: hoopctl exec <conn> -- psql -f <file>`, line);
     }
-    markContent(i);
     if (c === ';') {
-      if (depth === 0 && atomicDepth === 0) {
-        finish(i);
-        i++;
-        continue;
-      }
+      // an empty statement (`;;`, or `;` after comments only) is nothing, as in psql
+      if (content && depth === 0 && atomicDepth === 0) finish(i);
       i++;
       continue;
     }
+    markContent(i);
     if (c === '(') { depth++; i++; continue; }
     if (c === ')') { if (depth > 0) depth--; i++; continue; }
     if (c === "'") {
