@@ -41,24 +41,34 @@ export interface LeaseOptions {
 }
 
 /**
- * The connection's description and an active lease on it. An active (or pending) lease of the
- * caller on that connection is reused — a re-run after approval finds the approved lease, and a
- * re-run while it is pending does not file a second request.
+ * The connection's description and an active lease on it, in one round trip: the connection list
+ * and the lease request go out together (the gateway reuses the caller's active lease on that
+ * connection). A re-run while an earlier lease request still waits for review does not file a
+ * second one: the new pending lease is withdrawn and the earlier one (same review id) waited on.
  */
 export async function openLease(gw: GatewayClient, name: string, opts: LeaseOptions, emit: Emit): Promise<{ conn: ConnectionInfo; lease: LeaseInfo }> {
-  const [{ connections }, { leases }] = await Promise.all([
+  const [listed, requested] = await Promise.allSettled([
     gw.request<{ connections: ConnectionInfo[] }>('GET', '/api/connections'),
-    gw.request<{ leases: Array<LeaseInfo & PendingLease> }>('GET', '/api/leases'),
+    gw.request<LeaseInfo & PendingLease & { reused?: boolean }>('POST', '/api/leases', { connection: name, duration: opts.duration, reason: opts.reason }),
   ]);
+  if (listed.status === 'rejected') throw listed.reason;
+  const { connections } = listed.value;
   const conn = connections.find((c) => c.name === name);
   // unknown and forbidden look the same (names are not disclosed): exit 4, with what may be used
-  if (!conn) throw new NotFound(`unknown connection "${name}"`, { hint: connections.length ? `you may use: ${connections.map((c) => c.name).join(', ')}` : 'you may use no connection; ask an admin for access' });
-  const now = Date.now();
-  let lease: (LeaseInfo & PendingLease & { reused?: boolean }) | undefined = leases.find((l) => l.connection === name && l.status === 'active' && Date.parse(l.expires_at) - now > 5000)
-    ?? leases.find((l) => l.connection === name && l.status === 'pending');
-  const reused = Boolean(lease);
-  if (lease?.status === 'pending') lease = await gw.request('GET', `/api/leases/${lease.id}`);
-  lease ??= await gw.request<LeaseInfo & PendingLease>('POST', '/api/leases', { connection: name, duration: opts.duration, reason: opts.reason });
+  if (!conn || (requested.status === 'rejected' && requested.reason instanceof NotFound)) {
+    throw new NotFound(`unknown connection "${name}"`, { hint: connections.length ? `you may use: ${connections.map((c) => c.name).join(', ')}` : 'you may use no connection; ask an admin for access' });
+  }
+  if (requested.status === 'rejected') throw requested.reason;
+  let lease = requested.value;
+  const reused = Boolean(lease.reused);
+  if (lease.status === 'pending' && !reused) {
+    const { leases } = await gw.request<{ leases: Array<LeaseInfo & PendingLease & { created_at?: string }> }>('GET', '/api/leases');
+    const earlier = leases.find((l) => l.connection === name && l.status === 'pending' && l.id !== lease.id);
+    if (earlier) {
+      await gw.request('POST', `/api/leases/${lease.id}/revoke`).catch(() => {});
+      lease = await gw.request('GET', `/api/leases/${earlier.id}`);
+    }
+  }
   if (lease.status === 'pending') lease = await awaitLeaseReview(gw, conn, lease, opts, emit);
   if (lease.status !== 'active') throw new AccessDenied(`lease ${lease.id} is ${lease.status}`, { code: `lease_${lease.status}` });
   emit({ event: 'lease', lease: lease.id, connection: name, type: conn.type, reused, expires_at: lease.expires_at });
