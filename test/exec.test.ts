@@ -40,6 +40,7 @@ note'), (2, 'Bob', 'bob@example.org', NULL, '');
       { name: 'plain', type: 'postgres', target, access: { groups: ['ci'] } },
       { name: 'gated', type: 'postgres', target, access: { groups: ['ci'] }, review: { groups: ['dba'], timeout: '2m' } },
       { name: 'dba-only', type: 'postgres', target, access: { groups: ['dba'] } },
+      { name: 'short', type: 'postgres', target, access: { groups: ['ci'] }, lease: { default: '3s', max: '3s' } },
       { name: 'raw-tcp', type: 'tcp', target: { host: '127.0.0.1', port: db.port }, access: { groups: ['ci'] } },
     ];
   }, { env: { APP_PW: 'app-secret' } });
@@ -143,7 +144,7 @@ test('exit codes: 2 bad usage, 3 bad token, 4 unknown or forbidden connection, 6
   assert.equal(notLoggedIn.code, 3, notLoggedIn.stderr);
   const unknown = await hoop(['exec', 'nope', '-c', 'select 1']);
   assert.equal(unknown.code, 4);
-  assert.match(unknown.stderr, /unknown connection "nope"\n\s+you may use: app, plain, gated, raw-tcp/);
+  assert.match(unknown.stderr, /unknown connection "nope"\n\s+you may use: app, plain, gated, short, raw-tcp/);
   const forbidden = await hoop(['exec', 'dba-only', '-c', 'select 1']);
   assert.equal(forbidden.code, 4, 'a connection outside the groups looks unknown');
   const blocked = await hoop(['exec', 'app', '-c', 'truncate customers']);
@@ -242,6 +243,13 @@ test('SIGTERM cancels the running statement on the target (pg_stat_activity) and
   assert.match(timed.stderr, /--timeout 1s reached/);
   assert.ok(Date.now() - t1 < 6000);
   assert.equal(await sleeping(), 0);
+});
+
+test('the lease ends under a running statement: exit 4 with the gateway\'s reason', async () => {
+  const r = await hoop(['exec', 'short', '--json', '-c', 'select pg_sleep(20)']);
+  assert.equal(r.code, 4, r.stderr);
+  assert.match(r.stderr, /lease expired/);
+  assert.deepEqual(events(r).at(-1)?.event, 'completed');
 });
 
 test('a 1M-row select streams: peak memory as for 10 rows, also with a reader that stalls', async () => {

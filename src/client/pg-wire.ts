@@ -179,6 +179,8 @@ export class PgSession {
   #login: { resolve(): void; reject(e: Error): void } | undefined;
   /** called when the stream is gone (closeGracefully waits for it) */
   #gone: (() => void) | undefined;
+  /** a FATAL ErrorResponse: why the stream is about to close */
+  #fatal: PgFields | undefined;
   /** messages of the login that are not ours to act on go here (e.g. NoticeResponse) */
   onNotice: ((f: PgFields) => void) | undefined;
   /** called once when the session ends for a reason other than close() */
@@ -196,9 +198,9 @@ export class PgSession {
       this.#login = { resolve, reject };
       this.#link = attach({
         data: (b) => this.#onData(b),
-        end: () => this.#fail(new SessionClosed('the gateway ended the session')),
+        end: () => this.#fail(this.#fatal ? new PgServerError(this.#fatal) : new SessionClosed('the gateway ended the session')),
         close: () => {
-          this.#fail(new SessionClosed('the tunnel closed'));
+          this.#fail(this.#fatal ? new PgServerError(this.#fatal) : new SessionClosed('the tunnel closed'));
           this.#gone?.();
         },
         drain: () => {},
@@ -341,8 +343,14 @@ export class PgSession {
           this.#fail(new PgServerError(f));
           return false;
         }
+        // FATAL (the gateway ending the session: lease expired or revoked, 57P01): the stream
+        // closes next, and the running query fails with this error rather than "tunnel closed"
+        if (f.severity === 'FATAL' || f.severity === 'PANIC') {
+          this.#fatal = f;
+          if (!p) this.#fail(new PgServerError(f));
+          return;
+        }
         if (p) p.result.error = f;
-        else if (f.severity === 'FATAL' || f.severity === 'PANIC') this.#fail(new PgServerError(f));
         return;
       }
       case 0x4e: { // N NoticeResponse

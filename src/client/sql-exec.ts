@@ -294,7 +294,8 @@ export async function runStatements(target: SqlTarget, o: RunOptions, emit: Emit
           if (f.routine === 'hoop_review_pending') {
             held = REVIEW_ID.exec(f.message)?.[0] ?? '?';
             emit({ event: 'waiting_approval', kind: 'statement', review_id: held, statement: i + 1, approve_command: `hoopctl approve ${held}`, message: f.message });
-            o.writer.notice(f);
+            // the gateway's hint (cancel to withdraw) is for a client that waits; this one leaves
+            o.writer.notice(o.waitMs === undefined ? { ...f, hint: undefined } : f);
             if (o.waitMs === undefined) {
               heldOver = 'left';
               session.destroy(); // hoop.detach_reviews=on: the review stays open
