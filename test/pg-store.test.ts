@@ -454,6 +454,73 @@ test('two gateway processes on one PostgreSQL store: shared leases and sessions;
   }
 });
 
+test('two gateway processes on one PostgreSQL store: a lease waiting on A and a statement held on A are approved through B; racing decisions on A and B agree', async () => {
+  const url = await freshDb();
+  const db = new URL(url).pathname.slice(1);
+  await pg.psql('CREATE TABLE IF NOT EXISTS held_t (id int); CREATE TABLE IF NOT EXISTS held_ran (n int);', { db: 'app', user: 'app' });
+  await pg.psql(`CREATE OR REPLACE FUNCTION held_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO held_ran VALUES (1); RETURN NULL; END $$;
+    DROP TRIGGER IF EXISTS held_tr ON held_t; CREATE TRIGGER held_tr AFTER DELETE ON held_t FOR EACH STATEMENT EXECUTE FUNCTION held_count();`, { db: 'app', user: 'app' });
+  const target = { host: '127.0.0.1', port: pg.port, database: 'app', user: 'app', password_env: 'APP_PW', sslmode: 'disable' };
+  const conns = (c: { connections: unknown[]; store: string }) => {
+    c.store = url;
+    c.connections = [
+      { name: 'jit', type: 'postgres', target, access: { groups: ['ci'] }, review: { groups: ['dba'], timeout: '1m' } },
+      { name: 'held', type: 'postgres', target, access: { groups: ['ci'] }, review: { groups: ['dba'], lease: false }, guardrails: { review: ['delete'] } },
+    ];
+  };
+  let a: GatewayProc | undefined;
+  let b: GatewayProc | undefined;
+  try {
+    [a, b] = await Promise.all([startGatewayProc(conns, { env: { APP_PW: 'app-secret' } }), startGatewayProc(conns, { env: { APP_PW: 'app-secret' } })]);
+    // the dev IdP is per replica: the requester logs in to A, the reviewers to B (and A)
+    await Promise.all([loginClient(a, 'ci', 'ci-bot', 'ci-secret'), loginClient(b, 'dba', 'dba-bot', 'dba-secret'), loginClient(a, 'boss', 'admin-bot', 'admin-secret')]);
+
+    const portJ = await freePort();
+    const waiting = a.spawnCli(['connect', 'jit', '--port', String(portJ)], { home: 'ci' });
+    const lid = (await waiting.waitFor(/hoopctl approve (r_[a-z0-9]+)/))[1];
+    const ok = await b.cli(['approve', lid], { home: 'dba' });
+    assert.equal(ok.code, 0, ok.stderr);
+    const approvedAt = Date.now();
+    await waiting.waitFor(/Try: psql/, 5000);
+    assert.ok(Date.now() - approvedAt < 2500, `connect on A listened ${Date.now() - approvedAt} ms after the approval on B`);
+    waiting.kill('SIGINT');
+    await waiting.exited;
+
+    const portH = await freePort();
+    const conn = a.spawnCli(['connect', 'held', '--port', String(portH)], { home: 'ci' });
+    await conn.waitFor(/Try: psql/);
+    const { spawn } = await import('node:child_process');
+    const psql = spawn('psql', ['-X', '-At', `postgres://x:y@127.0.0.1:${portH}/app`, '-c', 'delete from held_t where id = 1']);
+    let err = '';
+    psql.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise<number | null>((r) => psql.on('close', r));
+    const sid = await until('the held notice', () => /held for review (r_[a-z0-9]+)/.exec(err)?.[1], 15_000);
+    assert.equal((await b.cli(['approve', sid], { home: 'dba' })).code, 0);
+    assert.equal(await exited, 0, err);
+    assert.equal((await pg.psql('select count(*) from held_ran', { db: 'app', user: 'app' })).trim(), '1');
+    conn.kill('SIGINT');
+    await conn.exited;
+
+    // approve on B against reject on A at the same instant: one outcome
+    await loginClient(a, 'dba', 'dba-bot', 'dba-secret');
+    await loginClient(b, 'boss', 'admin-bot', 'admin-secret');
+    const race = a.spawnCli(['connect', 'jit', '--port', String(await freePort()), '--new-lease'], { home: 'ci' });
+    const rid = (await race.waitFor(/hoopctl approve (r_[a-z0-9]+)/))[1];
+    // admin-bot is no reviewer (sec-admins only): its decision is refused, whatever the timing
+    const [x, y, z] = await Promise.all([b.cli(['approve', rid], { home: 'dba' }), a.cli(['reject', rid], { home: 'dba' }), a.cli(['approve', rid], { home: 'boss' })]);
+    assert.equal(z.code, 4);
+    assert.deepEqual([x.code, y.code].sort(), [0, 4], `${x.stderr} / ${y.stderr}`);
+    const status = (await pg.psql(`SELECT status FROM reviews WHERE id = '${rid}'`, { db })).trim();
+    assert.equal(status, x.code === 0 ? 'approved' : 'rejected');
+    if (status === 'approved') { await race.waitFor(/Try: psql/, 5000); race.kill('SIGINT'); }
+    const rr = await race.exited;
+    if (status === 'rejected') assert.equal(rr.code, 5);
+    assert.equal((await pg.psql(`SELECT count(*) FROM audit WHERE type IN ('review.approved', 'review.rejected') AND data::jsonb->>'review' = '${rid}'`, { db })).trim(), '1');
+  } finally {
+    await Promise.all([a?.stop(), b?.stop()]);
+  }
+});
+
 test('a bad store fails the start with exit 2 naming `store`, without the password', async () => {
   const dead = await freePort();
   const start = (store: string) => startGatewayProc((c) => { c.store = store; }).then(

@@ -422,11 +422,6 @@ class PostgresEngine implements Engine {
     this.forwardExtended(buf, start, end);
   }
 
-  private maskText(text: string): string {
-    const mask = this.policy?.mask;
-    return mask ? mask.text(text) : text;
-  }
-
   /** A statement the guardrails did not allow outright: deny it, or hold it for review. */
   private decide(mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, buf: Buffer, start: number, end: number, stmtName = ''): void {
     if (verdict.action === 'deny' || !this.ctx.requestReview) {
