@@ -19,7 +19,8 @@ import { startGatewayProc, loginClient, type GatewayProc, type LiveCli } from '.
 
 let db: PgCluster;
 let gw: GatewayProc;
-let hooks: { url: string; got: Array<{ headers: http.IncomingHttpHeaders; body: string }>; failFirst: number; close(): Promise<void> };
+let hooks: { url: string; got: Array<{ path: string; headers: http.IncomingHttpHeaders; body: string }>; failFirst: number; close(): Promise<void> };
+let firstReview = '';
 const HOOK_SECRET = 'hook-secret-1';
 
 const SEED = `
@@ -41,7 +42,7 @@ function hookReceiver(failFirst: number): Promise<typeof hooks> {
     req.on('end', () => {
       seen++;
       if (seen <= r.failFirst) { res.writeHead(500).end('not yet'); return; }
-      got.push({ headers: req.headers, body });
+      got.push({ path: req.url ?? '', headers: req.headers, body });
       res.writeHead(204).end();
     });
   });
@@ -53,6 +54,7 @@ before(async () => {
   [db, hooks] = await Promise.all([startPostgres(), hookReceiver(2)]);
   await db.psql(SEED, { db: 'app', user: 'app' });
   const target = { host: '127.0.0.1', port: db.port, database: 'app', user: 'app', password_env: 'APP_PW', sslmode: 'disable' };
+  const dead = await freePort(); // nothing listens there
   gw = await startGatewayProc((c) => {
     c.dev_idp.clients.push(
       { client_id: 'dba-2', client_secret: 'dba-2-secret', groups: ['dba'] },
@@ -68,7 +70,11 @@ before(async () => {
         masking: { columns: ['*ssn*'], detectors: ['email'] },
       },
     ];
-    (c as Record<string, unknown>).notifications = [{ url: hooks.url, events: ['review.created', 'review.decided'], format: 'json', secret_env: 'HOOK_SECRET' }];
+    (c as Record<string, unknown>).notifications = [
+      { url: hooks.url, events: ['review.created', 'review.decided'], format: 'json', secret_env: 'HOOK_SECRET' },
+      { url: `${hooks.url}/slack`, events: ['review.created'], format: 'slack' },
+      { url: `http://127.0.0.1:${dead}/gone`, events: ['review.decided'], attempts: 2, timeout: '1s' },
+    ];
   }, { env: { APP_PW: 'app-secret', HOOK_SECRET } });
   await Promise.all([
     loginClient(gw, 'ci', 'ci-bot', 'ci-secret'),
@@ -97,6 +103,7 @@ async function connectPending(home: string, conn: string, extra: string[] = []) 
 
 test('lease review: connect waits, another process approves, psql works; the duration starts at approval', async () => {
   const { cli, port, id } = await connectPending('ci', 'jit', ['--reason', 'INC-42', '--duration', '10m']);
+  firstReview = id;
   assert.match(cli.stderr(), /waiting for approval by dba/);
   const list = await gw.cli(['reviews', '--json'], { home: 'dba' });
   assert.equal(list.code, 0, list.stderr);
@@ -335,20 +342,26 @@ test('held statement in the extended protocol (node-postgres), inside a transact
   assert.equal((await db.psql('select ssn from victims where id = 2', { db: 'app', user: 'app' })).trim(), '000-00-0000');
 });
 
-test('notifications: signed JSON, retried after failures, for created and decided', async () => {
-  const created = hooks.got.filter((g) => g.headers['x-hoop-event'] === 'review.created');
-  const decided = hooks.got.filter((g) => g.headers['x-hoop-event'] === 'review.decided');
+test('notifications: signed JSON retried past two failures, Slack text with the command, a final failure audited', async () => {
+  const signed = hooks.got.filter((g) => g.path === '/hook');
+  const created = signed.filter((g) => g.headers['x-hoop-event'] === 'review.created');
+  const decided = signed.filter((g) => g.headers['x-hoop-event'] === 'review.decided');
   assert.ok(created.length > 0 && decided.length > 0, `received ${hooks.got.length}`);
-  for (const g of hooks.got) {
+  for (const g of signed) {
     const sig = createHmac('sha256', HOOK_SECRET).update(g.body).digest('hex');
     assert.equal(g.headers['x-hoop-signature'], `sha256=${sig}`);
   }
-  const body = JSON.parse(created[0].body);
-  assert.match(body.review.approve_command, /^hoopctl approve r_/);
+  // the receiver refused the first two deliveries: the very first review's still arrived
+  assert.ok(created.some((g) => JSON.parse(g.body).review.id === firstReview), 'delivered after retries');
+  assert.match(JSON.parse(created[0].body).review.approve_command, /^hoopctl approve r_/);
+  const slack = hooks.got.filter((g) => g.path === '/hook/slack').map((g) => JSON.parse(g.body).text as string);
+  const heldText = slack.find((t) => t.includes('delete from victims'));
+  assert.ok(heldText, slack.join('\n---\n'));
+  assert.match(heldText, /hoopctl approve r_[a-z0-9]+/);
+  assert.equal(hooks.got.some((g) => g.path === '/hook/slack' && 'x-hoop-signature' in g.headers), false, 'unsigned without secret_env');
   assert.doesNotMatch(hooks.got.map((g) => g.body).join(), /111-22-3333|cy@example\.net/, 'notifications carry the masked statement');
-  // the receiver refused the first two deliveries: the first event still arrived
-  const firstIds = hooks.got.map((g) => JSON.parse(g.body).review.id);
-  assert.ok(firstIds.length >= 1);
+  const audit = json((await gw.cli(['audit', '--json'], { home: 'boss' })).stdout);
+  assert.ok(audit.some((e: { type: string; data: { url?: string } }) => e.type === 'notification.failed' && e.data.url?.endsWith('/gone')));
 });
 
 test('reviews --watch without a terminal prints a line per change', async () => {
