@@ -53,6 +53,22 @@ test('demo: starts, prints the next commands, masks and blocks through a real ps
       assert.doesNotMatch(stdout, /ada@example\.com|123-45-6789|4111 1111 1111 1111/);
       const blocked = await exec('psql', ['-XAt', url, '-c', 'delete from customers']).then(() => null, (e: { stderr: string }) => e.stderr);
       assert.match(blocked ?? '', /blocked by guardrail rule "delete_without_where"/);
+      // the printed review steps: an update is held, dba-bot approves it as the demo says
+      assert.match(out, /hoopctl approve <review-id>/);
+      const held = spawn('psql', ['-XAt', url, '-c', "update customers set phone = '555-0100' where id = 1 returning id"]);
+      let herr = '';
+      let hout = '';
+      held.stderr.on('data', (d) => { herr += d; });
+      held.stdout.on('data', (d) => { hout += d; });
+      const heldDone = new Promise<number | null>((r) => held.on('close', r));
+      while (!/hoopctl approve r_/.test(herr)) await new Promise((r) => setTimeout(r, 50));
+      const id = /hoopctl approve (r_[a-z0-9]+)/.exec(herr)![1];
+      const dba = cliEnv(join(dir, 'home-dba'), `http://127.0.0.1:${port}`, { HOOP_CLIENT_ID: 'dba-bot', HOOP_CLIENT_SECRET: 'dba-secret' });
+      assert.equal((await runCli(['login', '--client-credentials'], dba)).code, 0);
+      const ok = await runCli(['approve', id, '--reason', 'demo'], dba);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(await heldDone, 0, herr);
+      assert.match(hout, /^1\nUPDATE 1/);
     } finally {
       connect.kill('SIGINT');
     }

@@ -20,7 +20,7 @@ import { PgStore, SCHEMA_VERSION } from '../src/gateway/store/pg-store.ts';
 import { openStore } from '../src/gateway/store/open-store.ts';
 import { Recorder, verifyChain } from '../src/gateway/recording/recorder.ts';
 import { TunnelTokens } from '../src/gateway/session/tunnel-token.ts';
-import type { Lease, SessionRow, Store } from '../src/gateway/store/store.ts';
+import type { Lease, Review, SessionRow, Store } from '../src/gateway/store/store.ts';
 
 const log = pino({ level: 'silent' });
 let pg: PgCluster;
@@ -85,7 +85,67 @@ const session = (over: Partial<SessionRow>): SessionRow => ({
   bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null, ...over,
 });
 
+const review = (over: Partial<Review>): Review => ({
+  id: 'r_x', kind: 'statement', connection: 'db', requester: 'alice', leaseId: 'ls_1', sessionId: 'se_1', rule: 'delete', statement: "delete from t where ssn = '***'",
+  statementHash: 'h', reason: 'INC-1', groups: ['dba'], minApprovals: 1, status: 'pending', createdAt: Date.now(), expiresAt: Date.now() + 60_000,
+  decidedAt: null, decidedBy: null, decisionReason: null, detached: false, consumedAt: null, decisions: [], ...over,
+});
+const approve = (reviewer: string, reason: string | null = null, at = Date.now()) => ({ reviewer, decision: 'approve' as const, reason, at });
+
 for (const b of backends) {
+  test(`reviews: decisions are atomic, each reviewer once, expiry and withdrawal conditional: ${b.name}`, async () => {
+    const { store, reopen } = await b.open();
+    // a second handle on the same database: another replica (PostgreSQL) or connection (SQLite)
+    const other = b.name === 'postgres' ? await reopen() : store;
+    try {
+      await store.createReview(review({ id: 'r_two', minApprovals: 2 }));
+      const back = await other.getReview('r_two');
+      assert.equal(back?.statement, "delete from t where ssn = '***'");
+      assert.deepEqual(back?.groups, ['dba']);
+      assert.equal(back?.detached, false);
+      // five reviewers at the same instant, on two handles: two approvals decide it, the rest arrive too late
+      const results = await Promise.all(['b1', 'b2', 'b3', 'b4', 'b5'].map((r, i) => (i % 2 ? other : store).decideReview('r_two', approve(r))));
+      const kinds = results.map((r) => r.result).sort();
+      assert.deepEqual(kinds, ['decided', 'not_pending', 'not_pending', 'not_pending', 'recorded']);
+      const done = (await store.getReview('r_two'))!;
+      assert.equal(done.status, 'approved');
+      assert.equal(done.decisions.length, 2);
+      assert.equal(new Set(done.decisions.map((d) => d.reviewer)).size, 2);
+      // approve against reject at the same instant: one outcome, and the row says which
+      for (let i = 0; i < 5; i++) {
+        const id = `r_race${i}`;
+        await store.createReview(review({ id }));
+        const [x, y] = await Promise.all([store.decideReview(id, approve('b1')), other.decideReview(id, { reviewer: 'b2', decision: 'reject', reason: 'no', at: Date.now() })]);
+        assert.deepEqual([x.result, y.result].sort(), ['decided', 'not_pending']);
+        const winner = x.result === 'decided' ? 'approved' : 'rejected';
+        assert.equal((await store.getReview(id))!.status, winner);
+      }
+      // each reviewer once
+      await store.createReview(review({ id: 'r_dup', minApprovals: 2 }));
+      assert.equal((await store.decideReview('r_dup', approve('b1'))).result, 'recorded');
+      assert.equal((await other.decideReview('r_dup', approve('b1'))).result, 'duplicate');
+      assert.equal((await store.decideReview('r_nope', approve('b1'))).result, 'not_found');
+      // past its deadline: refused, and marked expired
+      await store.createReview(review({ id: 'r_old', expiresAt: Date.now() - 1 }));
+      assert.equal((await store.decideReview('r_old', approve('b1'))).result, 'expired');
+      assert.equal((await store.getReview('r_old'))!.status, 'expired');
+      // expiry / withdrawal only while pending; a decided review stays decided
+      assert.equal(await store.finishReview('r_two', 'cancelled', Date.now(), 'x'), false);
+      await store.createReview(review({ id: 'r_w' }));
+      const both = await Promise.all([store.finishReview('r_w', 'cancelled', Date.now(), 'client left'), other.finishReview('r_w', 'expired', Date.now(), null)]);
+      assert.deepEqual(both.filter(Boolean).length, 1, 'one of two replicas ends it');
+      // an approved review is used once
+      assert.equal(await store.consumeReview('r_w', Date.now()), false, 'not approved: cannot be used');
+      const used = await Promise.all([store.consumeReview('r_two', Date.now()), other.consumeReview('r_two', Date.now())]);
+      assert.deepEqual(used.filter(Boolean).length, 1);
+      assert.deepEqual((await store.listReviews({ status: 'pending' })).map((r) => r.id), ['r_dup']);
+      assert.equal((await store.listReviews({ leaseId: 'ls_1' })).length, 9);
+    } finally {
+      if (other !== store) await other.close();
+      await store.close();
+    }
+  });
+
   test(`store conformance: ${b.name}`, async () => {
     const { store, reopen } = await b.open();
     let again: Store | undefined;
@@ -271,6 +331,28 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
   }
 }
 
+test('postgres: review changes made by another process are announced', async () => {
+  const url = await freshDb();
+  const [a, b] = await Promise.all([PgStore.open(url), PgStore.open(url)]);
+  const heard: Array<string | undefined> = [];
+  const unwatch = a.watchReviews((id) => heard.push(id));
+  try {
+    const db = new URL(url).pathname.slice(1);
+    await until('the listener', () => pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND query ILIKE 'LISTEN hoop_reviews%'`).then((s) => s.trim() === '1' || undefined));
+    await b.createReview(review({ id: 'r_b' }));
+    await until('created', () => heard.includes('r_b'));
+    await b.decideReview('r_b', approve('bob'));
+    await until('decided', () => heard.filter((h) => h === 'r_b').length === 2);
+    await a.createReview(review({ id: 'r_a' })); // our own: not announced to ourselves
+    await b.finishReview('r_a', 'expired', Date.now(), null);
+    await until('expired', () => heard.at(-1) === 'r_a');
+    assert.deepEqual(heard, ['r_b', 'r_b', 'r_a']);
+  } finally {
+    unwatch();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
 test('postgres: lease changes made by another process are announced, also after the listener was cut', async () => {
   const url = await freshDb();
   const db = new URL(url).pathname.slice(1);
@@ -367,6 +449,73 @@ test('two gateway processes on one PostgreSQL store: shared leases and sessions;
     assert.equal(onBList.find((l) => l.id === shortId)?.status, 'expired');
 
     assert.ok(!a.logs().includes('app-secret'), 'the store password is never logged');
+  } finally {
+    await Promise.all([a?.stop(), b?.stop()]);
+  }
+});
+
+test('two gateway processes on one PostgreSQL store: a lease waiting on A and a statement held on A are approved through B; racing decisions on A and B agree', async () => {
+  const url = await freshDb();
+  const db = new URL(url).pathname.slice(1);
+  await pg.psql('CREATE TABLE IF NOT EXISTS held_t (id int); CREATE TABLE IF NOT EXISTS held_ran (n int);', { db: 'app', user: 'app' });
+  await pg.psql(`CREATE OR REPLACE FUNCTION held_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO held_ran VALUES (1); RETURN NULL; END $$;
+    DROP TRIGGER IF EXISTS held_tr ON held_t; CREATE TRIGGER held_tr AFTER DELETE ON held_t FOR EACH STATEMENT EXECUTE FUNCTION held_count();`, { db: 'app', user: 'app' });
+  const target = { host: '127.0.0.1', port: pg.port, database: 'app', user: 'app', password_env: 'APP_PW', sslmode: 'disable' };
+  const conns = (c: { connections: unknown[]; store: string }) => {
+    c.store = url;
+    c.connections = [
+      { name: 'jit', type: 'postgres', target, access: { groups: ['ci'] }, review: { groups: ['dba'], timeout: '1m' } },
+      { name: 'held', type: 'postgres', target, access: { groups: ['ci'] }, review: { groups: ['dba'], lease: false }, guardrails: { review: ['delete'] } },
+    ];
+  };
+  let a: GatewayProc | undefined;
+  let b: GatewayProc | undefined;
+  try {
+    [a, b] = await Promise.all([startGatewayProc(conns, { env: { APP_PW: 'app-secret' } }), startGatewayProc(conns, { env: { APP_PW: 'app-secret' } })]);
+    // the dev IdP is per replica: the requester logs in to A, the reviewers to B (and A)
+    await Promise.all([loginClient(a, 'ci', 'ci-bot', 'ci-secret'), loginClient(b, 'dba', 'dba-bot', 'dba-secret'), loginClient(a, 'boss', 'admin-bot', 'admin-secret')]);
+
+    const portJ = await freePort();
+    const waiting = a.spawnCli(['connect', 'jit', '--port', String(portJ)], { home: 'ci' });
+    const lid = (await waiting.waitFor(/hoopctl approve (r_[a-z0-9]+)/))[1];
+    const ok = await b.cli(['approve', lid], { home: 'dba' });
+    assert.equal(ok.code, 0, ok.stderr);
+    const approvedAt = Date.now();
+    await waiting.waitFor(/Try: psql/, 5000);
+    assert.ok(Date.now() - approvedAt < 2500, `connect on A listened ${Date.now() - approvedAt} ms after the approval on B`);
+    waiting.kill('SIGINT');
+    await waiting.exited;
+
+    const portH = await freePort();
+    const conn = a.spawnCli(['connect', 'held', '--port', String(portH)], { home: 'ci' });
+    await conn.waitFor(/Try: psql/);
+    const { spawn } = await import('node:child_process');
+    const psql = spawn('psql', ['-X', '-At', `postgres://x:y@127.0.0.1:${portH}/app`, '-c', 'delete from held_t where id = 1']);
+    let err = '';
+    psql.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise<number | null>((r) => psql.on('close', r));
+    const sid = await until('the held notice', () => /held for review (r_[a-z0-9]+)/.exec(err)?.[1], 15_000);
+    assert.equal((await b.cli(['approve', sid], { home: 'dba' })).code, 0);
+    assert.equal(await exited, 0, err);
+    assert.equal((await pg.psql('select count(*) from held_ran', { db: 'app', user: 'app' })).trim(), '1');
+    conn.kill('SIGINT');
+    await conn.exited;
+
+    // approve on B against reject on A at the same instant: one outcome
+    await loginClient(a, 'dba', 'dba-bot', 'dba-secret');
+    await loginClient(b, 'boss', 'admin-bot', 'admin-secret');
+    const race = a.spawnCli(['connect', 'jit', '--port', String(await freePort()), '--new-lease'], { home: 'ci' });
+    const rid = (await race.waitFor(/hoopctl approve (r_[a-z0-9]+)/))[1];
+    // admin-bot is no reviewer (sec-admins only): its decision is refused, whatever the timing
+    const [x, y, z] = await Promise.all([b.cli(['approve', rid], { home: 'dba' }), a.cli(['reject', rid], { home: 'dba' }), a.cli(['approve', rid], { home: 'boss' })]);
+    assert.equal(z.code, 4);
+    assert.deepEqual([x.code, y.code].sort(), [0, 4], `${x.stderr} / ${y.stderr}`);
+    const status = (await pg.psql(`SELECT status FROM reviews WHERE id = '${rid}'`, { db })).trim();
+    assert.equal(status, x.code === 0 ? 'approved' : 'rejected');
+    if (status === 'approved') { await race.waitFor(/Try: psql/, 5000); race.kill('SIGINT'); }
+    const rr = await race.exited;
+    if (status === 'rejected') assert.equal(rr.code, 5);
+    assert.equal((await pg.psql(`SELECT count(*) FROM audit WHERE type IN ('review.approved', 'review.rejected') AND data::jsonb->>'review' = '${rid}'`, { db })).trim(), '1');
   } finally {
     await Promise.all([a?.stop(), b?.stop()]);
   }

@@ -24,11 +24,17 @@ export function demoConfig(port: number, db: DemoDatabase) {
         { username: 'alice', password: 'alice', groups: ['eng'] },
         { username: 'bob', password: 'bob', groups: ['dba', 'sec-admins'] },
       ],
-      clients: [{ client_id: 'ci-bot', client_secret: 'ci-secret', groups: ['ci'] }],
+      clients: [
+        { client_id: 'ci-bot', client_secret: 'ci-secret', groups: ['ci'] },
+        // a machine reviewer, for scripts that try approvals without a second browser login
+        { client_id: 'dba-bot', client_secret: 'dba-secret', groups: ['dba'] },
+      ],
     },
     connections: [
       // everyday access: masked results, dangerous statements blocked, risky ones need review
-      { name: 'customers', type: 'postgres', target, access: { groups: ['eng', 'dba', 'ci'] }, lease: { default: '30m', max: '2h' }, ...policy },
+      // (delete/update/alter wait for one approval by a dba; the lease itself needs none)
+      { name: 'customers', type: 'postgres', target, access: { groups: ['eng', 'dba', 'ci'] }, lease: { default: '30m', max: '2h' },
+        review: { groups: ['dba'], min_approvals: 1, timeout: '15m', lease: false }, ...policy },
       // just-in-time: a lease on this one waits until someone in dba approves it
       { name: 'customers-jit', type: 'postgres', target, access: { groups: ['eng', 'dba'] }, lease: { default: '15m', max: '1h' },
         review: { groups: ['dba'], min_approvals: 1, timeout: '15m' }, ...policy },

@@ -36,7 +36,7 @@ export default async function demo(opts: { port: string; dir?: string }): Promis
 ${bold('hoopctl demo is running')} (Ctrl-C stops it)
   gateway   ${url}   config ${file}
   database  ${db.description}, table "customers" with names, emails, phones, SSNs and card numbers
-  users     alice / alice (group eng)   bob / bob (groups dba, sec-admins)   machine: ci-bot / ci-secret
+  users     alice / alice (group eng)   bob / bob (groups dba, sec-admins)   machines: ci-bot / ci-secret, dba-bot / dba-secret (dba)
 
 ${bold('Try it, in another terminal:')}
   export HOOP_GATEWAY=${url}
@@ -46,8 +46,17 @@ ${bold('Try it, in another terminal:')}
   psql "postgres://127.0.0.1:5433/${db.database}" -c "select * from customers"          ${dim('# emails, SSNs, cards masked')}
   psql "postgres://127.0.0.1:5433/${db.database}" -c "select lower(email) from customers" ${dim('# still masked')}
   psql "postgres://127.0.0.1:5433/${db.database}" -c "delete from customers"            ${dim('# blocked by a guardrail')}
-  hoopctl connect customers-jit          ${dim('# waits for review by a dba (bob)')}
+  psql "postgres://127.0.0.1:5433/${db.database}" -c "update customers set phone = '555-0100' where id = 1"   ${dim('# held for review: the notice names r_…')}
+  hoopctl connect customers-jit --port 5434   ${dim('# the lease itself waits for approval by a dba')}
   hoopctl leases; hoopctl revoke <lease-id>
+
+${bold('Approve as bob, in a fourth terminal')} ${dim('(his own config dir, so alice stays logged in):')}
+  export HOOP_GATEWAY=${url} HOOP_CONFIG_DIR=$HOME/.hoopctl-bob
+  hoopctl login                          ${dim('# sign in as bob / bob')}
+  hoopctl reviews --watch                ${dim('# requests as they arrive (Ctrl-C to leave)')}
+  hoopctl approve <review-id> --reason "ok for INC-1"   ${dim('# the held statement runs once; the lease starts')}
+  hoopctl reject <review-id> --reason "use the migration"
+  ${dim('(nobody approves their own request: alice cannot, and bob cannot approve his own)')}
 
   Scripts: HOOP_CLIENT_ID=ci-bot HOOP_CLIENT_SECRET=ci-secret hoopctl login --client-credentials
 `);

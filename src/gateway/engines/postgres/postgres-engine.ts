@@ -39,6 +39,8 @@ import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMess
 
 /** largest message accepted from a client (CopyData chunks, Bind with big parameters) */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
+/** what a client may send behind a statement held for review before it is paused (backpressure) */
+const HELD_BUFFER = 1024 * 1024;
 /** the server's own allocation limit for one value is 1 GiB */
 const MAX_TARGET_MESSAGE = 1024 * 1024 * 1024;
 
@@ -242,6 +244,7 @@ class PostgresEngine implements Engine {
       this.clientProtocolError(err);
       return;
     }
+    if (this.clientHeld.review && this.clientFramer.pendingBytes > HELD_BUFFER) this.client?.pause();
     this.flushTarget();
     this.flushClient();
   }
@@ -419,11 +422,6 @@ class PostgresEngine implements Engine {
     this.forwardExtended(buf, start, end);
   }
 
-  private maskText(text: string): string {
-    const mask = this.policy?.mask;
-    return mask ? mask.text(text) : text;
-  }
-
   /** A statement the guardrails did not allow outright: deny it, or hold it for review. */
   private decide(mode: 'simple' | 'extended', text: string, verdict: Exclude<Verdict, { action: 'allow' }>, buf: Buffer, start: number, end: number, stmtName = ''): void {
     if (verdict.action === 'deny' || !this.ctx.requestReview) {
@@ -447,9 +445,10 @@ class PostgresEngine implements Engine {
    * ErrorResponse, and the session goes on. A CancelRequest or a disconnect withdraws it.
    */
   private hold(mode: 'simple' | 'extended', verdict: Exclude<Verdict, { action: 'allow' }>, text: string, exact: string, display: string, run: () => void): void {
+    // the client link keeps reading (its later messages queue in the framer, up to
+    // HELD_BUFFER): so a client that leaves while its statement is held is noticed at once
     this.clientFramer.pause();
     this.clientHeld.review = true;
-    this.client?.pause();
     this.flushTarget();
     const held = new AbortController();
     this.held = held;
@@ -1093,8 +1092,9 @@ class PostgresEngine implements Engine {
 
   /** The statement's text and parameters as recorded (through the text masker when masking is on). */
   private statementFields(op: Op): Record<string, unknown> {
-    const ev: Record<string, unknown> = { protocol: op.kind === 'execute' ? 'extended' : op.kind, text: this.maskText(op.text) };
-    if (op.params) ev.params = op.params.map((p) => (p === null ? null : this.maskText(p)));
+    const rec = this.policy ? this.policy.recordText(op.text, op.params) : { text: op.text, params: op.params };
+    const ev: Record<string, unknown> = { protocol: op.kind === 'execute' ? 'extended' : op.kind, text: rec.text };
+    if (op.params) ev.params = rec.params;
     ev.startedAt = Math.round(performance.timeOrigin + op.t0);
     return ev;
   }
