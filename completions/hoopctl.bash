@@ -2,7 +2,7 @@
 _hoopctl() {
   local cur="${COMP_WORDS[COMP_CWORD]}" cmd="${COMP_WORDS[1]}" opts
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=( $(compgen -W "login logout whoami connections ls connect leases revoke reviews approve reject sessions replay audit gateway demo completion --help --version" -- "$cur") )
+    COMPREPLY=( $(compgen -W "login logout whoami connections ls connect leases revoke reviews approve reject sessions replay audit exec mcp gateway demo completion --help --version" -- "$cur") )
     return
   fi
   case "$cmd" in
@@ -19,6 +19,8 @@ _hoopctl() {
     sessions) opts="verify --conn --user --since --gateway --json" ;;
     replay) opts="--speed --timing --no-timing --format --gateway --json" ;;
     audit) opts="--since --gateway --json" ;;
+    exec) opts="--command -c --file -f --format --continue-on-error --reason -r --duration -d --wait --review --timeout --port -p --gateway --json" ;;
+    mcp) opts="--wait --max-rows --gateway" ;;
     gateway) opts="--config -c --check" ;;
     demo) opts="--port --dir" ;;
     completion) opts="" ;;

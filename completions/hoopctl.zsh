@@ -17,6 +17,8 @@ _hoopctl() {
     'sessions:list recorded sessions (yours; admins may pass --user)'
     'replay:replay a session'\''s recording\: statements, masked results, blocked statements, with the original timing'
     'audit:the gateway'\''s audit log\: leases, sessions, blocked statements (admins)'
+    'exec:run SQL on a connection through the gateway (-c, -f or stdin), or wrap a command\: exec <conn> -- <command>'
+    'mcp:MCP server on stdio for AI agents\: tools list_connections and query (same policy as exec)'
     'gateway:run the gateway server'
     'demo:start a gateway, dev IdP and a seeded demo PostgreSQL, and print what to try'
     'completion:print a shell completion script'
@@ -52,6 +54,10 @@ _hoopctl() {
       _arguments '--speed[play faster (2) or slower (0.5); implies --timing]:value:' '--timing[pause between events even when stdout is not a terminal]' '--no-timing[print everything at once]' '--format[text transcript (default), NDJSON (one event a line) or asciicast v2 for `asciinema play`]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[same as --format json]' '*:arg:' ;;
     (audit)
       _arguments '--since[window, e.g. 24h]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
+    (exec)
+      _arguments '(--command -c)'{--command,-c}'[SQL to run (repeatable; split into statements like psql)]:value:' '(--file -f)'{--file,-f}'[read SQL from a file (- for stdin; stdin is read when neither -c nor -f is given)]:value:' '--format[output format (default\: table on a terminal, csv otherwise)]:value:' '--continue-on-error[run the remaining statements after one fails (default\: stop, like psql -v ON_ERROR_STOP=1)]' '(--reason -r)'{--reason,-r}'[why you need access (recorded, shown to reviewers)]:value:' '(--duration -d)'{--duration,-d}'[lease duration when a new lease is taken, e.g. 30m]:value:' '--wait[wait this long for a review (the lease'\''s or a held statement'\''s) instead of exiting 5 at once]:value:' '--review[run a statement held earlier, once its review r_… is approved (same statement text)]:value:' '--timeout[limit for the whole command\: the running statement is cancelled on the target]:value:' '(--port -p)'{--port,-p}'[wrapped command\: local port for the tunnel (default\: a free one)]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[progress events as JSON lines on stderr (lease, waiting_approval, approved, running, completed)]' '*:arg:' ;;
+    (mcp)
+      _arguments '--wait[how long a query waits for a held statement'\''s review before answering "waiting for approval"]:value:' '--max-rows[rows returned per statement (the rest is counted, not returned)]:value:' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '*:arg:' ;;
     (gateway)
       _arguments '(--config -c)'{--config,-c}'[gateway.yaml]:value:' '--check[validate the config and exit]' '*:arg:' ;;
     (demo)

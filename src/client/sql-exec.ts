@@ -255,6 +255,8 @@ export async function runStatements(target: SqlTarget, o: RunOptions, emit: Emit
     setTimeout(() => session.destroy(), 5000).unref();
   };
   o.signal?.addEventListener('abort', onAbort, { once: true });
+  // aborted while the session was being opened (a short --timeout on a slow login): nothing runs
+  if (o.signal?.aborted) onAbort();
   const fail = (err: HoopError, reviewId?: string) => {
     out.failed++;
     if (!out.error) {
