@@ -162,7 +162,7 @@ pauses into its timestamps instead of sleeping.`)
 Examples:
   hoopctl exec app -c 'select count(*) from orders'
   hoopctl exec app -f migration.sql --reason "deploy 42" --wait 15m
-  psql-dump.sql | hoopctl exec app --format ndjson
+  hoopctl exec app --format ndjson < report.sql
   hoopctl exec app -- psql -f migration.sql
   hoopctl exec app -- pgbench -c 4 -T 10
 
