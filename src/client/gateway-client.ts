@@ -22,23 +22,20 @@ export class GatewayClient {
 
   async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown, opts: { signal?: AbortSignal } = {}): Promise<T> {
     if (this.tokenSource) this.token = await this.tokenSource();
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(this.url + path, {
-        method,
-        headers: { accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
-      });
+      res = await exchange(this.url + path, method, {
+        accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+      }, body === undefined ? undefined : JSON.stringify(body), opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000));
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new Unreachable(`gateway ${this.url} unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err, hint: 'is the gateway running? check --gateway / HOOP_GATEWAY' });
+      const e = err as NodeJS.ErrnoException & { cause?: { code?: string; message?: string } };
+      const why = e.name === 'AbortError' || e.name === 'TimeoutError' ? 'no answer within 30s' : (e.code ?? e.cause?.code ?? e.cause?.message ?? e.message);
+      throw new Unreachable(`gateway ${this.url} unreachable: ${why}`, { cause: err, hint: 'is the gateway running? check --gateway / HOOP_GATEWAY' });
     }
-    const text = await res.text();
     let json: Record<string, unknown> = {};
-    try { json = text ? JSON.parse(text) : {}; } catch { /* not JSON */ }
-    if (res.ok) return json as T;
+    try { json = res.text ? JSON.parse(res.text) : {}; } catch { /* not JSON */ }
+    if (res.status >= 200 && res.status < 300) return json as T;
     const message = (json.message as string) ?? `${method} ${path} failed: HTTP ${res.status}`;
     const code = (json.error as string) ?? `http_${res.status}`;
     const hint = json.hint as string | undefined;
@@ -80,4 +77,25 @@ export class GatewayClient {
   discover(): Promise<HoopConfiguration> {
     return this.request<HoopConfiguration>('GET', '/.well-known/hoop-configuration');
   }
+}
+
+/**
+ * One request/response with node:http(s). Why not fetch: its first call loads undici, ~40 ms on an
+ * idle machine (150+ ms on a busy one), which was the largest single cost of a short
+ * `hoopctl exec` in a CI step (bench/exec.ts); node:http is loaded anyway (ws uses it).
+ */
+async function exchange(url: string, method: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<{ status: number; text: string }> {
+  const u = new URL(url);
+  const mod = u.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
+  return new Promise((resolve, reject) => {
+    const req = mod.request(u, { method, headers, signal }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
