@@ -87,7 +87,7 @@ export default async function exec(name: string, wrapped: string[], opts: ExecOp
     const statements = await readInput(opts);
     const format: Format = opts.format ?? (process.stdout.isTTY ? 'table' : 'csv');
     const gw = await authedClient(opts.gateway);
-    const { conn, lease } = await openLease(gw, name, { duration: opts.duration, reason: opts.reason, waitMs: waitMs ?? timeoutMs, signal: stop.signal }, emit);
+    const { conn, lease } = await openLease(gw, name, { duration: opts.duration, reason: opts.reason, waitMs, signal: stop.signal }, emit);
     const target = new SqlTarget(gw, conn, lease);
     const writer = createWriter(format, { stdout: process.stdout, stderr: process.stderr });
     let outcome;
