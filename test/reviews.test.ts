@@ -380,3 +380,41 @@ test('audit and token file stay free of raw held values', async () => {
   const audit = readFileSync(join(gw.dir, 'data', 'hoop.db')).toString('latin1');
   assert.doesNotMatch(audit, /111-22-3333/);
 });
+
+test('on a terminal (tmux): connect shows a spinner with the approve command and goes on when approved; reviews --watch lists it live', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const exec = promisify(execFile);
+  try { await exec('tmux', ['-V']); } catch { t.skip('tmux is not installed'); return; }
+  const bin = new URL('../bin/hoopctl', import.meta.url).pathname;
+  const run = (home: string, args: string) => `env -u CI -u CONTINUOUS_INTEGRATION HOOP_CONFIG_DIR='${gw.home(home)}' HOOP_GATEWAY='${gw.url}' DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent '${process.execPath}' '${bin}' ${args}; sleep 30`;
+  const sWatch = `hoopwatch${process.pid}`;
+  const sConn = `hoopconn${process.pid}`;
+  const screen = async (s: string) => (await exec('tmux', ['capture-pane', '-p', '-t', s])).stdout;
+  const until = async (s: string, re: RegExp) => {
+    let text = '';
+    for (let i = 0; i < 200; i++) {
+      text = await screen(s);
+      const m = text.match(re);
+      if (m) return m;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`screen of ${s} never matched ${re}:\n${text}`);
+  };
+  await exec('tmux', ['new-session', '-d', '-s', sWatch, '-x', '160', '-y', '30', run('dba', 'reviews --watch')]);
+  try {
+    await until(sWatch, /Review requests — 0 open/);
+    const port = await freePort();
+    await exec('tmux', ['new-session', '-d', '-s', sConn, '-x', '160', '-y', '20', run('ci', `connect jit --new-lease --port ${port} --reason tty-test`)]);
+    const [, id] = await until(sConn, /waiting for approval by dba — hoopctl approve (r_[a-z0-9]+)/);
+    await until(sWatch, new RegExp(`${id}\\s+lease on jit by ci-bot`));
+    await until(sWatch, /reason: tty-test/);
+    assert.equal((await gw.cli(['approve', id, '--reason', 'on call'], { home: 'dba2' })).code, 0);
+    await until(sConn, /connect with: psql/);
+    await until(sWatch, new RegExp(`${id} approved by dba-2: on call`));
+    await until(sWatch, /Review requests — 0 open/);
+  } finally {
+    await exec('tmux', ['kill-session', '-t', sWatch]).catch(() => {});
+    await exec('tmux', ['kill-session', '-t', sConn]).catch(() => {});
+  }
+});
