@@ -418,3 +418,70 @@ test('on a terminal (tmux): connect shows a spinner with the approve command and
     await exec('tmux', ['kill-session', '-t', sConn]).catch(() => {});
   }
 });
+
+/** a bare protocol client: startup with our own parameters, one simple query, every message back */
+async function rawQuery(port: number, params: Record<string, string>, sql: string, opts: { leaveAfterNotice?: boolean } = {}) {
+  const net = await import('node:net');
+  const { serialize } = await import('pg-protocol');
+  const { Parser } = await import('pg-protocol/dist/parser.js');
+  const sock = net.connect(port, '127.0.0.1');
+  const msgs: Array<{ name: string; [k: string]: any }> = [];
+  const parser = new Parser();
+  let ready = 0;
+  let wake = () => {};
+  sock.on('data', (d: Buffer) => parser.parse(d, (m) => { msgs.push(m as never); if (m.name === 'readyForQuery') ready++; wake(); }));
+  const until = (f: () => boolean) => new Promise<void>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`raw client timed out: ${JSON.stringify(msgs.map((m) => m.name))}`)), 20_000);
+    wake = () => { if (f()) { clearTimeout(t); res(); } };
+    wake();
+  });
+  await new Promise((r) => sock.once('connect', r));
+  sock.write(serialize.startup({ user: 'x', database: 'app', ...params }));
+  await until(() => ready === 1);
+  sock.write(serialize.query(sql));
+  if (opts.leaveAfterNotice) {
+    await until(() => msgs.some((m) => m.name === 'notice'));
+    sock.destroy();
+  } else {
+    await until(() => ready === 2);
+    sock.end(serialize.end());
+  }
+  return msgs;
+}
+
+test('hoop.detach_reviews keeps a request after the client leaves; hoop.review runs it once, only for the same statement', async () => {
+  const port = await heldConnect();
+  const sql = "delete from victims where name = 'Nobody'";
+  const before = await ranCount('DELETE');
+  const first = await rawQuery(port, { 'hoop.detach_reviews': 'on' }, sql, { leaveAfterNotice: true });
+  const notice = first.find((m) => m.name === 'notice')!;
+  assert.equal(notice.routine, 'hoop_review_pending');
+  const id = /(r_[a-z0-9]+)/.exec(notice.message)![1];
+  await new Promise((r) => setTimeout(r, 300));
+  const mine = () => gw.cli(['reviews', '--mine', '--json'], { home: 'ci' }).then((r) => json(r.stdout).find((x: { id: string }) => x.id === id));
+  assert.equal((await mine()).status, 'pending', 'detached: still open after the client left');
+  assert.equal((await gw.cli(['approve', id], { home: 'dba' })).code, 0);
+  // another statement under that id: not this review's statement, so it is held anew
+  const other = await rawQuery(port, { 'hoop.review': id, 'hoop.detach_reviews': 'on' }, `${sql} or id = 3`, { leaveAfterNotice: true });
+  assert.ok(other.some((m) => m.name === 'notice'));
+  const ran = await rawQuery(port, { 'hoop.review': id }, sql);
+  assert.ok(ran.some((m) => m.name === 'commandComplete'), JSON.stringify(ran.map((m) => m.name)));
+  assert.ok(!ran.some((m) => m.name === 'notice'), 'ran without a new review');
+  assert.equal(await ranCount('DELETE'), before + 1);
+  assert.equal((await mine()).used, true);
+  // used once: the same again is held for a new review
+  const twice = await rawQuery(port, { 'hoop.review': id }, sql, { leaveAfterNotice: true });
+  assert.ok(twice.some((m) => m.name === 'notice'));
+  assert.equal(await ranCount('DELETE'), before + 1);
+  // and a rejection carries its routine marker
+  const rej = rawQuery(port, {}, "update victims set name = 'Z' where id = 3");
+  let rid = '';
+  for (let i = 0; i < 100 && !rid; i++) {
+    rid = json((await gw.cli(['reviews', '--json'], { home: 'dba' })).stdout).find((x: { statement: string }) => x.statement.includes("name = 'Z'"))?.id ?? '';
+    if (!rid) await new Promise((r) => setTimeout(r, 100));
+  }
+  await gw.cli(['reject', rid, '--reason', 'no'], { home: 'dba' });
+  const err = (await rej).find((m) => m.name === 'error')!;
+  assert.equal(err.code, '42501');
+  assert.equal(err.routine, 'hoop_review_rejected');
+});
