@@ -61,11 +61,12 @@ before(async () => {
       { client_id: 'boss', client_secret: 'boss-secret', groups: ['dba', 'sec-admins'] },
     );
     c.connections = [
-      { name: 'jit', type: 'postgres', target, access: { groups: ['ci', 'dba'] }, review: { groups: ['dba'], min_approvals: 1, timeout: '4s' } },
+      { name: 'jit', type: 'postgres', target, access: { groups: ['ci', 'dba'] }, review: { groups: ['dba'], min_approvals: 1, timeout: '2m' } },
+      { name: 'jit-fast', type: 'postgres', target, access: { groups: ['ci'] }, review: { groups: ['dba'], min_approvals: 1, timeout: '3s' } },
       { name: 'jit2', type: 'postgres', target, access: { groups: ['ci'] }, lease: { default: '10m', max: '1h' }, review: { groups: ['dba'], min_approvals: 2, timeout: '1m', require_reason: true } },
       {
         name: 'held', type: 'postgres', target, access: { groups: ['ci', 'dba'] },
-        review: { groups: ['dba'], lease: false, timeout: '20s' },
+        review: { groups: ['dba'], lease: false, timeout: '1m' },
         guardrails: { deny: ['drop'], review: ['delete', 'update'] },
         masking: { columns: ['*ssn*'], detectors: ['email'] },
       },
@@ -141,10 +142,10 @@ test('lease review: rejection and timeout exit 5 with the reason', async () => {
   assert.equal(again.code, 4);
   assert.match(again.stderr, /already rejected by dba-bot/);
 
-  const b = await connectPending('ci', 'jit', ['--new-lease']);
-  const rb = await b.cli.exited; // review.timeout is 4s
+  const b = await connectPending('ci', 'jit-fast', ['--new-lease']);
+  const rb = await b.cli.exited; // review.timeout is 3s
   assert.equal(rb.code, 5);
-  assert.match(rb.stderr, /timed out after 4s without a decision/);
+  assert.match(rb.stderr, /timed out after 3s without a decision/);
   const late = await gw.cli(['approve', b.id], { home: 'dba' });
   assert.equal(late.code, 4);
   assert.match(late.stderr, /already expired/);
