@@ -61,11 +61,12 @@ before(async () => {
       { client_id: 'boss', client_secret: 'boss-secret', groups: ['dba', 'sec-admins'] },
     );
     c.connections = [
-      { name: 'jit', type: 'postgres', target, access: { groups: ['ci', 'dba'] }, review: { groups: ['dba'], min_approvals: 1, timeout: '4s' } },
+      { name: 'jit', type: 'postgres', target, access: { groups: ['ci', 'dba'] }, review: { groups: ['dba'], min_approvals: 1, timeout: '2m' } },
+      { name: 'jit-fast', type: 'postgres', target, access: { groups: ['ci'] }, review: { groups: ['dba'], min_approvals: 1, timeout: '3s' } },
       { name: 'jit2', type: 'postgres', target, access: { groups: ['ci'] }, lease: { default: '10m', max: '1h' }, review: { groups: ['dba'], min_approvals: 2, timeout: '1m', require_reason: true } },
       {
         name: 'held', type: 'postgres', target, access: { groups: ['ci', 'dba'] },
-        review: { groups: ['dba'], lease: false, timeout: '20s' },
+        review: { groups: ['dba'], lease: false, timeout: '1m' },
         guardrails: { deny: ['drop'], review: ['delete', 'update'] },
         masking: { columns: ['*ssn*'], detectors: ['email'] },
       },
@@ -141,10 +142,10 @@ test('lease review: rejection and timeout exit 5 with the reason', async () => {
   assert.equal(again.code, 4);
   assert.match(again.stderr, /already rejected by dba-bot/);
 
-  const b = await connectPending('ci', 'jit', ['--new-lease']);
-  const rb = await b.cli.exited; // review.timeout is 4s
+  const b = await connectPending('ci', 'jit-fast', ['--new-lease']);
+  const rb = await b.cli.exited; // review.timeout is 3s
   assert.equal(rb.code, 5);
-  assert.match(rb.stderr, /timed out after 4s without a decision/);
+  assert.match(rb.stderr, /timed out after 3s without a decision/);
   const late = await gw.cli(['approve', b.id], { home: 'dba' });
   assert.equal(late.code, 4);
   assert.match(late.stderr, /already expired/);
@@ -379,4 +380,109 @@ test('reviews --watch without a terminal prints a line per change', async () => 
 test('audit and token file stay free of raw held values', async () => {
   const audit = readFileSync(join(gw.dir, 'data', 'hoop.db')).toString('latin1');
   assert.doesNotMatch(audit, /111-22-3333/);
+});
+
+test('on a terminal (tmux): connect shows a spinner with the approve command and goes on when approved; reviews --watch lists it live', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const exec = promisify(execFile);
+  try { await exec('tmux', ['-V']); } catch { t.skip('tmux is not installed'); return; }
+  const bin = new URL('../bin/hoopctl', import.meta.url).pathname;
+  const run = (home: string, args: string) => `env -u CI -u CONTINUOUS_INTEGRATION HOOP_CONFIG_DIR='${gw.home(home)}' HOOP_GATEWAY='${gw.url}' DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent '${process.execPath}' '${bin}' ${args}; sleep 30`;
+  const sWatch = `hoopwatch${process.pid}`;
+  const sConn = `hoopconn${process.pid}`;
+  const screen = async (s: string) => (await exec('tmux', ['capture-pane', '-p', '-t', s])).stdout;
+  const until = async (s: string, re: RegExp) => {
+    let text = '';
+    for (let i = 0; i < 200; i++) {
+      text = await screen(s);
+      const m = text.match(re);
+      if (m) return m;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`screen of ${s} never matched ${re}:\n${text}`);
+  };
+  await exec('tmux', ['new-session', '-d', '-s', sWatch, '-x', '160', '-y', '30', run('dba', 'reviews --watch')]);
+  try {
+    await until(sWatch, /Review requests — 0 open/);
+    const port = await freePort();
+    await exec('tmux', ['new-session', '-d', '-s', sConn, '-x', '160', '-y', '20', run('ci', `connect jit --new-lease --port ${port} --reason tty-test`)]);
+    const [, id] = await until(sConn, /waiting for approval by dba — hoopctl approve (r_[a-z0-9]+)/);
+    await until(sWatch, new RegExp(`${id}\\s+lease on jit by ci-bot`));
+    await until(sWatch, /reason: tty-test/);
+    assert.equal((await gw.cli(['approve', id, '--reason', 'on call'], { home: 'dba2' })).code, 0);
+    await until(sConn, /connect with: psql/);
+    await until(sWatch, new RegExp(`${id} approved by dba-2: on call`));
+    await until(sWatch, /Review requests — 0 open/);
+  } finally {
+    await exec('tmux', ['kill-session', '-t', sWatch]).catch(() => {});
+    await exec('tmux', ['kill-session', '-t', sConn]).catch(() => {});
+  }
+});
+
+/** a bare protocol client: startup with our own parameters, one simple query, every message back */
+async function rawQuery(port: number, params: Record<string, string>, sql: string, opts: { leaveAfterNotice?: boolean } = {}) {
+  const net = await import('node:net');
+  const { serialize } = await import('pg-protocol');
+  const { Parser } = await import('pg-protocol/dist/parser.js');
+  const sock = net.connect(port, '127.0.0.1');
+  const msgs: Array<{ name: string; [k: string]: any }> = [];
+  const parser = new Parser();
+  let ready = 0;
+  let wake = () => {};
+  sock.on('data', (d: Buffer) => parser.parse(d, (m) => { msgs.push(m as never); if (m.name === 'readyForQuery') ready++; wake(); }));
+  const until = (f: () => boolean) => new Promise<void>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`raw client timed out: ${JSON.stringify(msgs.map((m) => m.name))}`)), 20_000);
+    wake = () => { if (f()) { clearTimeout(t); res(); } };
+    wake();
+  });
+  await new Promise((r) => sock.once('connect', r));
+  sock.write(serialize.startup({ user: 'x', database: 'app', ...params }));
+  await until(() => ready === 1);
+  sock.write(serialize.query(sql));
+  if (opts.leaveAfterNotice) {
+    await until(() => msgs.some((m) => m.name === 'notice'));
+    sock.destroy();
+  } else {
+    await until(() => ready === 2);
+    sock.end(serialize.end());
+  }
+  return msgs;
+}
+
+test('hoop.detach_reviews keeps a request after the client leaves; hoop.review runs it once, only for the same statement', async () => {
+  const port = await heldConnect();
+  const sql = "delete from victims where name = 'Nobody'";
+  const before = await ranCount('DELETE');
+  const first = await rawQuery(port, { 'hoop.detach_reviews': 'on' }, sql, { leaveAfterNotice: true });
+  const notice = first.find((m) => m.name === 'notice')!;
+  assert.equal(notice.routine, 'hoop_review_pending');
+  const id = /(r_[a-z0-9]+)/.exec(notice.message)![1];
+  await new Promise((r) => setTimeout(r, 300));
+  const mine = () => gw.cli(['reviews', '--mine', '--json'], { home: 'ci' }).then((r) => json(r.stdout).find((x: { id: string }) => x.id === id));
+  assert.equal((await mine()).status, 'pending', 'detached: still open after the client left');
+  assert.equal((await gw.cli(['approve', id], { home: 'dba' })).code, 0);
+  // another statement under that id: not this review's statement, so it is held anew
+  const other = await rawQuery(port, { 'hoop.review': id, 'hoop.detach_reviews': 'on' }, `${sql} or id = 3`, { leaveAfterNotice: true });
+  assert.ok(other.some((m) => m.name === 'notice'));
+  const ran = await rawQuery(port, { 'hoop.review': id }, sql);
+  assert.ok(ran.some((m) => m.name === 'commandComplete'), JSON.stringify(ran.map((m) => m.name)));
+  assert.ok(!ran.some((m) => m.name === 'notice'), 'ran without a new review');
+  assert.equal(await ranCount('DELETE'), before + 1);
+  assert.equal((await mine()).used, true);
+  // used once: the same again is held for a new review
+  const twice = await rawQuery(port, { 'hoop.review': id }, sql, { leaveAfterNotice: true });
+  assert.ok(twice.some((m) => m.name === 'notice'));
+  assert.equal(await ranCount('DELETE'), before + 1);
+  // and a rejection carries its routine marker
+  const rej = rawQuery(port, {}, "update victims set name = 'Z' where id = 3");
+  let rid = '';
+  for (let i = 0; i < 100 && !rid; i++) {
+    rid = json((await gw.cli(['reviews', '--json'], { home: 'dba' })).stdout).find((x: { statement: string }) => x.statement.includes("name = 'Z'"))?.id ?? '';
+    if (!rid) await new Promise((r) => setTimeout(r, 100));
+  }
+  await gw.cli(['reject', rid, '--reason', 'no'], { home: 'dba' });
+  const err = (await rej).find((m) => m.name === 'error')!;
+  assert.equal(err.code, '42501');
+  assert.equal(err.routine, 'hoop_review_rejected');
 });

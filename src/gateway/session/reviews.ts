@@ -196,8 +196,12 @@ export class ReviewService extends EventEmitter<{ change: [Review] }> {
       s.record({ type: 'review.decided', review: id, status: 'cancelled', by: null, reason: why });
       return { id, status: 'cancelled', by: null, reason: why };
     }
-    // approved while attached: used now, so `hoop.review` cannot run it a second time
-    if (decided.status === 'approved') await this.#store.consumeReview(id, Date.now());
+    // approved while attached: used now, so `hoop.review` cannot run it a second time; if a
+    // session resuming it (`hoop.review`) got there first, it ran there and does not run here
+    if (decided.status === 'approved' && !await this.#store.consumeReview(id, Date.now())) {
+      s.record({ type: 'review.decided', review: id, status: 'cancelled', by: null, reason: 'already used by another session' });
+      return { id, status: 'cancelled', by: null, reason: 'the approval was already used by another session' };
+    }
     const approvals = decided.decisions.filter((d) => d.decision === 'approve').map((d) => d.reviewer);
     s.record({ type: 'review.decided', review: id, status: decided.status, by: decided.decidedBy, reason: decided.decisionReason, approvals });
     return { id, status: decided.status as ReviewOutcome['status'], by: decided.decidedBy, reason: decided.decisionReason };
