@@ -177,6 +177,8 @@ async function wrap(name: string, cmd: string[], opts: ExecOpts, signal: AbortSi
   }
   const gw = await authedClient(opts.gateway);
   const { conn, lease } = await openLease(gw, name, { duration: opts.duration, reason: opts.reason, waitMs: durationOpt('--wait', opts.wait), signal }, emit);
+  // a signal (or --timeout) while the lease was being taken: do not start the command
+  if (signal.aborted) return completed(typeof signal.reason === 'string' && signal.reason.startsWith('SIG') ? signalExit(signal.reason as NodeJS.Signals) : ExitCode.target);
   const tunnel = new LocalTunnel(gw, lease);
   try {
     await tunnel.token(); // refused tunnels fail here, before the command starts
