@@ -84,6 +84,11 @@ test('formats: csv by default without a terminal (psql quoting), table, json and
     assert.ok(('rows' in s && 'columns' in s && 'row_count' in s && 'command' in s) || ('error' in s && 'exit_code' in s), JSON.stringify(s));
   }
 
+  const copy = await hoop(['exec', 'plain', '-c', "copy (select 1, 'a,b') to stdout with (format csv)", '-c', 'copy marks from stdin']);
+  assert.equal(copy.code, 1, 'COPY FROM STDIN is refused');
+  assert.equal(copy.stdout, '1,"a,b"\n', 'COPY TO STDOUT data goes to stdout as sent');
+  assert.match(copy.stderr, /COPY FROM STDIN is not supported by hoopctl exec/);
+
   const nd = await hoop(['exec', 'app', '--format', 'ndjson', '-c', 'select 1 as a; insert into marks values (1); drop table customers']);
   assert.equal(nd.code, 6);
   const lines = nd.stdout.trimEnd().split('\n').map((l) => JSON.parse(l));
