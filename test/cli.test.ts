@@ -130,3 +130,17 @@ test('config: a good config passes --check', () => {
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /: ok \(1 connections\)/);
 });
+
+test('output into a closed pipe ends quietly with exit 0 (`hoopctl … | head -1`)', async () => {
+  const { spawn } = await import('node:child_process');
+  // a shell pipeline as users write it, and a reader that is gone before the first write
+  const viaHead = spawnSync('bash', ['-c', `set -o pipefail; for i in 1 2 3 4 5; do '${process.execPath}' '${BIN}' completion zsh; done | head -c 10 >/dev/null; echo "\${PIPESTATUS[0]}"`], { encoding: 'utf8' });
+  assert.doesNotMatch(viaHead.stderr, /EPIPE|Error|at /);
+  const p = spawn(process.execPath, [BIN, 'completion', 'bash'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  p.stdout.destroy();
+  let err = '';
+  p.stderr.on('data', (d) => { err += d; });
+  const code = await new Promise((r) => p.on('close', r));
+  assert.equal(code, 0, err);
+  assert.doesNotMatch(err, /EPIPE|Error/);
+});

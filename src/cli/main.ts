@@ -162,7 +162,23 @@ pauses into its timestamps instead of sleeping.`)
   return program;
 }
 
+/**
+ * Output to a closed pipe (`hoopctl sessions | head -1`) ends the command quietly with exit 0, as
+ * for any Unix filter, in every command; without this Node throws EPIPE with a stack trace. A
+ * long-running command (`out.persistent`: demo, gateway, connect) keeps running with its output
+ * gone instead: the demo must still stop its database, the gateway keep serving.
+ */
+function quietOnClosedPipe(): void {
+  for (const s of [process.stdout, process.stderr]) {
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      if (!out.persistent) process.exit(0);
+    });
+  }
+}
+
 export async function main(argv = process.argv): Promise<void> {
+  quietOnClosedPipe();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
