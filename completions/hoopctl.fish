@@ -16,7 +16,7 @@ complete -c hoopctl -n '__fish_use_subcommand' -a 'ls' -d 'list the connections 
 complete -c hoopctl -n '__fish_seen_subcommand_from connections ls' -l gateway -r -d 'gateway URL (default: HOOP_GATEWAY or the last login)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connections ls' -l json -d 'print as JSON'
 complete -c hoopctl -n '__fish_use_subcommand' -a 'connect' -d 'lease a connection and open a local port that tunnels to it through the gateway'
-complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l port -s p -r -d 'local port (default: the type\'s usual port + 10000, or a free one)'
+complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l port -s p -r -d 'local port (default by type: postgres 5433, ssh 2222, http 8080, tcp 9000; a free one when that is taken)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l duration -s d -r -d 'lease duration, e.g. 30m (clamped to the connection\'s lease.max)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l reason -s r -r -d 'why you need access (recorded, shown to reviewers)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l new-lease -d 'take a fresh lease even if an active one exists'

@@ -6,6 +6,7 @@ import { Command, Option, CommanderError } from 'commander';
 import { VERSION } from '../version.ts';
 import { exitCodeTable, ExitCode } from '../errors.ts';
 import { out, reportError } from './output.ts';
+import { defaultPortsText } from './ports.ts';
 
 export function buildProgram(): Command {
   const program = new Command('hoopctl')
@@ -55,7 +56,7 @@ export function buildProgram(): Command {
   program.command('connect')
     .description('lease a connection and open a local port that tunnels to it through the gateway')
     .argument('<conn>', 'connection name (see `hoopctl connections`)')
-    .option('-p, --port <n>', 'local port (default: the type\'s usual port + 10000, or a free one)')
+    .option('-p, --port <n>', `local port (default by type: ${defaultPortsText}; a free one when that is taken)`)
     .option('-d, --duration <dur>', 'lease duration, e.g. 30m (clamped to the connection\'s lease.max)')
     .option('-r, --reason <text>', 'why you need access (recorded, shown to reviewers)')
     .option('--new-lease', 'take a fresh lease even if an active one exists')

@@ -125,7 +125,7 @@ export function createApi(deps: ApiDeps) {
       if (typeof body.connection !== 'string' || !body.connection) throw new UsageError('"connection" (a connection name) is required');
       const lease = await leases.request(c, { connection: body.connection, duration: body.duration as string | undefined, reason: body.reason as string | undefined, new: Boolean(body.new) });
       res.statusCode = lease.reused ? 200 : 201;
-      return { ...(await leaseWithReview(lease, c)), reused: lease.reused };
+      return { ...(await leaseWithReview(lease, c)), reused: lease.reused, ...(lease.clamped ? { clamped: lease.clamped } : {}), ...(lease.reasonUpdated ? { reason_updated: true } : {}) };
     }],
     ['GET', /^\/api\/leases$/, async (req, _res, _p, url) => {
       const c = await caller(req);

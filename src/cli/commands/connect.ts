@@ -12,8 +12,8 @@ import type { GatewayClient } from '../../client/gateway-client.ts';
 
 interface Opts { port?: string; duration?: string; reason?: string; newLease?: boolean; gateway?: string; json?: boolean }
 
-/** local ports clients expect, moved off the real service's port */
-export const DEFAULT_PORTS: Record<string, number> = { postgres: 5433, ssh: 2222, http: 8080, tcp: 9000 };
+import { DEFAULT_PORTS } from '../ports.ts';
+export { DEFAULT_PORTS };
 
 export function clientCommand(type: string, port: number, conn: { database?: string }): string {
   switch (type) {
@@ -29,12 +29,19 @@ export default async function connect(name: string, opts: Opts): Promise<number>
   if (opts.port !== undefined) {
     port = Number(opts.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number (got ${opts.port})`);
+    // before any lease is taken: a port we cannot listen on must not leave one behind
+    if (port !== 0) await portFree(port);
   }
   const gw = await authedClient(opts.gateway);
   const { connections } = await gw.request<{ connections: Array<{ name: string; type: string; database?: string }> }>('GET', '/api/connections');
   let lease = await gw.request<LeaseInfo & { reused: boolean; remaining: string }>('POST', '/api/leases', { connection: name, duration: opts.duration, reason: opts.reason, new: Boolean(opts.newLease) });
   const conn = connections.find((c) => c.name === name) ?? { name, type: 'tcp' };
   const emit = (v: Record<string, unknown>) => (out.json ? printJson(v) : undefined);
+  const notes = lease as { clamped?: { requested: string; max: string }; reason_updated?: boolean; duration?: string };
+  if (notes.clamped && !out.json) info(`hoopctl: --duration ${notes.clamped.requested} is above ${name}'s lease.max; the lease lasts ${notes.clamped.max}`);
+  if (lease.reused && !out.json) {
+    info(`hoopctl: reusing your active lease ${lease.id} on ${name}${opts.duration ? ' (its end stays as it was; --new-lease for a fresh one)' : ''}${notes.reason_updated ? `; its reason is now "${opts.reason}" (audited)` : ''}`);
+  }
 
   if (lease.status === 'pending') {
     const done = await awaitApproval(gw, name, lease as LeaseInfo & PendingLease, emit);
@@ -130,4 +137,16 @@ async function awaitApproval(gw: GatewayClient, name: string, lease: LeaseInfo &
   if (out.json) emit({ event: 'approved', lease: done, review_id: reviewId });
   else if (!view) info(`Approved${done.review?.decided_by ? ` by ${done.review.decided_by}` : ''}${done.review?.decision_reason ? `: ${done.review.decision_reason}` : ''}.`);
   return done;
+}
+
+/** Exit 2 when `port` is taken on 127.0.0.1 (checked by binding it for a moment). */
+async function portFree(port: number): Promise<void> {
+  const net = await import('node:net');
+  await new Promise<void>((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES'
+      ? new UsageError(`port ${port} on 127.0.0.1 is ${err.code === 'EACCES' ? 'not allowed for this user' : 'in use'}; no lease was taken`, { hint: 'pick another with --port, or leave --port out for the default (a free one when that is taken)' })
+      : err));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve()));
+  });
 }

@@ -54,7 +54,7 @@ export function applyDecision(r: Review, d: ReviewDecision): { result: 'recorded
 }
 
 /** the lease fields `updateLease` may change, and their columns */
-export const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at' };
+export const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at', reason: 'reason' };
 
 /**
  * The SQL condition (both stores; `s` = sessions, `l` = its lease; `cutoff` the placeholder of the

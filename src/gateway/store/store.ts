@@ -132,7 +132,7 @@ export interface Store {
    * Changes a lease; with `ifStatus`, only while it still has that status (two replicas ending the
    * same lease at its expiry: one wins). Resolves whether a row changed.
    */
-  updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt'>>, opts?: { ifStatus?: LeaseStatus }): Promise<boolean>;
+  updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt' | 'reason'>>, opts?: { ifStatus?: LeaseStatus }): Promise<boolean>;
   /**
    * Only on stores shared by several replicas: calls `onChange(leaseId)` soon after another process
    * created or changed that lease, and `onChange(undefined)` when changes may have been missed
