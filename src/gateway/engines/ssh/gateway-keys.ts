@@ -6,12 +6,27 @@
  * writer wins). Removing the connection from the config leaves its key in the store: re-adding
  * it brings the same key back, and users' known_hosts entries stay valid.
  */
-import { utils } from 'ssh2';
+import ssh2 from 'ssh2';
+
+// ssh2 is CommonJS: its exports come through the default import
+const { utils } = ssh2;
 import type { GatewayConfig } from '../../config/load.ts';
 import type { Store } from '../../store/store.ts';
 import type { Logger } from '../../log.ts';
 
 export const hostKeyMetaKey = (connection: string) => `ssh.host_key.${connection}`;
+
+/**
+ * A new ed25519 key in OpenSSH format. ssh2 1.17's generator writes about one key in 300 that
+ * its own parser then rejects ("Malformed OpenSSH private key"): such a key is never kept.
+ */
+function generateHostKey(): string {
+  for (let i = 0; i < 20; i++) {
+    const text = utils.generateKeyPairSync('ed25519').private;
+    if (!(utils.parseKey(text) instanceof Error)) return text;
+  }
+  throw new Error('could not generate a usable ed25519 host key');
+}
 
 /** Loads (or creates) the host key of every ssh connection into `cfg.secrets`. */
 export async function ensureGatewayHostKeys(cfg: GatewayConfig, store: Store, log: Logger): Promise<void> {
@@ -20,7 +35,7 @@ export async function ensureGatewayHostKeys(cfg: GatewayConfig, store: Store, lo
     const key = hostKeyMetaKey(c.name);
     let text = await store.getMeta(key);
     if (!text) {
-      text = await store.setMetaIfAbsent(key, utils.generateKeyPairSync('ed25519').private);
+      text = await store.setMetaIfAbsent(key, generateHostKey());
       log.info({ connection: c.name }, 'generated the gateway ssh host key of the connection');
     }
     const parsed = utils.parseKey(text);

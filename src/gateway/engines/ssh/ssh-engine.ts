@@ -16,7 +16,8 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { Server, type Client, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type TcpipRequestInfo } from 'ssh2';
+import ssh2 from 'ssh2';
+import type { Client, ClientChannel, Connection, PseudoTtyInfo, ServerChannel, Session, TcpipRequestInfo } from 'ssh2';
 import type { Engine, EngineContext, EngineFactory, RecordEvent } from '../engine.ts';
 import { DEFAULT_SSH, type SshConfig } from '../../config/schema.ts';
 import { CommandPolicy, isLegacyScp, type CommandVerdict } from './command-policy.ts';
@@ -88,7 +89,7 @@ class SshEngine implements Engine {
       if (this.#clientGone) return c.end();
       c.once('close', () => this.#conn?.end());
     }, () => {});
-    const server = new Server({ hostKeys: [hostKey.private], ident: 'hoopctl-gateway' });
+    const server = new ssh2.Server({ hostKeys: [hostKey.private], ident: 'hoopctl-gateway' });
     await new Promise<void>((resolve) => {
       server.on('connection', (conn) => {
         this.#onConnection(conn);

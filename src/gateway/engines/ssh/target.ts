@@ -5,7 +5,7 @@
  * against `target.host_key` when set, else against the key pinned on first use (stored by
  * `ctx.pinHostKey`, with a warning in the log and the audit). A mismatch fails closed.
  */
-import { Client } from 'ssh2';
+import ssh2, { type Client } from 'ssh2';
 import type { EngineContext } from '../engine.ts';
 import { parseHostKeySpec, matches, fingerprint, keyLine, hostKeyAlgorithms, blobType } from './host-key.ts';
 
@@ -49,7 +49,7 @@ export async function connectTarget(ctx: EngineContext): Promise<Client> {
     return false;
   };
 
-  const client = new Client();
+  const client = new ssh2.Client();
   return new Promise<Client>((resolve, reject) => {
     let done = false;
     const fail = (err: Error) => {
