@@ -102,11 +102,11 @@ function listening(port: number): Promise<boolean> {
 }
 
 /** ssh options for a non-interactive client: no prompts, no user config, the given known_hosts */
-export function sshOpts(port: number, knownHosts: string, alias?: string): string[] {
+export function sshOpts(port: number, knownHosts: string, alias?: string, logLevel = 'ERROR'): string[] {
   return [
     '-F', '/dev/null', '-p', String(port),
     '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
-    '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=10',
+    '-o', 'GlobalKnownHostsFile=/dev/null', '-o', `LogLevel=${logLevel}`, '-o', 'ConnectTimeout=10',
     ...(alias ? ['-o', `HostKeyAlias=${alias}`] : []),
   ];
 }

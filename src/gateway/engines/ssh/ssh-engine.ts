@@ -35,6 +35,8 @@ export const EXIT_NOT_APPROVED = 5;
 const EXIT_CONNECTION = 255;
 
 const CTRL_C = Buffer.from([0x03]);
+/** how long channels get to close before the connection is ended anyway (run-session closes the stream at 250 ms) */
+const CLOSE_GRACE_MS = 200;
 
 /** one session channel of the user's SSH connection */
 interface Chan {
@@ -87,7 +89,7 @@ class SshEngine implements Engine {
     target.then((c) => {
       this.#targetClient = c;
       if (this.#clientGone) return c.end();
-      c.once('close', () => this.#conn?.end());
+      c.once('close', () => { if (!this.#terminated) this.#closeAll(this.#chans.size ? 'the target closed the connection' : undefined); });
     }, () => {});
     const server = new ssh2.Server({ hostKeys: [hostKey.private], ident: 'hoopctl-gateway' });
     await new Promise<void>((resolve) => {
@@ -110,14 +112,29 @@ class SshEngine implements Engine {
 
   terminate(reason: string): void {
     this.#terminated = true;
-    for (const c of this.#chans) {
-      if (!c.ch) continue;
-      this.#say(c, `${reason}: the gateway closed this connection`, true);
-      try { c.ch.exit(EXIT_CONNECTION); } catch { /* closed meanwhile */ }
-      c.ch.end();
-    }
-    this.#conn?.end();
+    this.#closeAll(`${reason}: the gateway closed this connection`);
     this.#targetClient?.end();
+  }
+
+  /**
+   * Ends every channel with a message on the user's terminal, then the connection. The
+   * connection's end waits for the channels' close: OpenSSH's client exits at once on a
+   * DISCONNECT, dropping channel data it has not written out yet (the message itself).
+   */
+  #closeAll(message: string | undefined): void {
+    const open = [...this.#chans].filter((c) => c.ch?.writable);
+    for (const c of open) {
+      if (message) this.#say(c, message, true);
+      try { c.ch!.exit(EXIT_CONNECTION); } catch { /* closed meanwhile */ }
+      c.ch!.end();
+    }
+    const conn = this.#conn;
+    if (!conn) return;
+    if (!open.length) return void conn.end();
+    let left = open.length;
+    const done = () => { if (--left === 0) conn.end(); };
+    for (const c of open) c.ch!.once('close', done);
+    setTimeout(() => conn.end(), CLOSE_GRACE_MS).unref();
   }
 
   #onConnection(conn: Connection): void {
@@ -424,7 +441,7 @@ class SshEngine implements Engine {
     const where = { host: info.destIP, port: info.destPort };
     if (!this.#ssh.port_forwarding) {
       this.#record({ type: 'forward.refused', direction: 'local', ...where });
-      return this.#rejectWith(reject, `port forwarding is disabled for connection "${ctx.connection.name}" (ssh.port_forwarding: false)`);
+      return this.#rejectWith(reject, `port forwarding is disabled for connection "${ctx.connection.name}" (ssh.port_forwarding: false)`, true);
     }
     let t: Client;
     try {
@@ -462,15 +479,17 @@ class SshEngine implements Engine {
 
   /**
    * Refuses a channel open with a reason the user's ssh prints ("open failed: administratively
-   * prohibited: <reason>"). ssh2's reject() sends no description, so its protocol's
+   * prohibited: <reason>"). ssh2's reject() sends no description (and "connect failed" once a
+   * channel number is reserved), so its protocol's
    * channelOpenFail is wrapped for the one call.
    */
-  #rejectWith(reject: () => void, why: string): void {
+  #rejectWith(reject: () => void, why: string, prohibited = false): void {
     type Proto = { channelOpenFail(remote: number, reason: number, desc?: string): void };
     const proto = (this.#conn as unknown as { _protocol?: Proto } | undefined)?._protocol;
     const orig = proto?.channelOpenFail;
     if (!proto || typeof orig !== 'function') return reject();
-    proto.channelOpenFail = (remote, reason) => orig.call(proto, remote, reason, `hoopctl: ${why}`);
+    // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED (1) for policy; else ssh2's own code (connect failed)
+    proto.channelOpenFail = (remote, reason) => orig.call(proto, remote, prohibited ? 1 : reason, `hoopctl: ${why}`);
     try {
       reject();
     } finally {
