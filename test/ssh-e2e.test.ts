@@ -41,6 +41,7 @@ const DENY = ['rm\\s+-rf\\s+/', 'hoop-denied'];
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'hoop-ssh-e2e-'));
   sshd = await startSshd();
+  sshd.share(work);
   const target = (extra: Record<string, unknown> = {}) => ({ host: '127.0.0.1', port: sshd.port, user: sshd.user, private_key_file: sshd.clientKeyFile, ...extra });
   gw = await startGatewayProc((c) => {
     c.connections = [
