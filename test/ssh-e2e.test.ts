@@ -128,6 +128,21 @@ test('exec: a denied command never runs (exit 6, the rule on stderr); a command 
   assert.equal(ok.code, 0, ok.stderr);
 });
 
+test('agent (-A) and X11 (-X) forwarding are refused with a message; the command still runs', async () => {
+  const sock = join(work, 'agent.sock');
+  const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+  try {
+    await waitFor('ssh-agent', async () => existsSync(sock));
+    const r = await sshCmd('web', 'echo fine; echo "[$SSH_AUTH_SOCK][$DISPLAY]"', { args: ['-A', '-X'], env: { SSH_AUTH_SOCK: sock, DISPLAY: ':0' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'fine\n[][]\n');
+    assert.match(r.stderr, /hoopctl: agent forwarding \(ssh -A\) is refused/);
+    assert.match(r.stderr, /hoopctl: X11 forwarding \(ssh -X\/-Y\) is refused by the gateway/);
+  } finally {
+    agent.kill();
+  }
+});
+
 const tmux = (...args: string[]) => run('tmux', ['-L', tmuxSock, ...args]);
 const pane = async (name: string) => (await tmux('capture-pane', '-p', '-J', '-t', name, '-S', '-200')).stdout;
 async function waitPane(name: string, re: RegExp, ms = 10_000): Promise<string> {
