@@ -76,8 +76,12 @@ after(async () => {
 /** ssh <opts> user@host <command> through `hoopctl connect` */
 const sshCmd = (conn: string, command: string, opts: { input?: string; args?: string[]; env?: NodeJS.ProcessEnv } = {}) =>
   run('ssh', [...sshOpts(ports[conn], knownHosts, `hoop-${conn}`), ...(opts.args ?? []), `${sshd.user}@127.0.0.1`, command], opts);
-const direct = (command: string) =>
-  run('ssh', [...sshOpts(sshd.port, '/dev/null'), '-o', 'StrictHostKeyChecking=no', '-i', sshd.clientKeyFile, `${sshd.user}@127.0.0.1`, command]);
+/** straight to sshd with the gateway's own key: what the same command gives without the gateway */
+const direct = (command: string) => {
+  const kh = join(work, 'known_hosts.direct');
+  writeFileSync(kh, `direct-sshd ${sshd.hostKey}\n`);
+  return run('ssh', [...sshOpts(sshd.port, kh, 'direct-sshd'), '-i', sshd.clientKeyFile, `${sshd.user}@127.0.0.1`, command]);
+};
 
 const token = () => JSON.parse(readFileSync(join(gw.home('ci'), 'tokens.json'), 'utf8'))[gw.url].access_token as string;
 const api = async (path: string) => (await (await fetch(gw.url + path, { headers: { authorization: `Bearer ${token()}` } })).json()) as any;
@@ -104,7 +108,9 @@ test('exec: output, stderr and exit codes pass through as with a direct ssh; the
   assert.equal(r.stdout, 'out-42\n');
   assert.equal(r.stderr, 'err\n');
   // a command killed by a signal: the same exit as OpenSSH gives it directly
-  const [via, straight] = await Promise.all([sshCmd('web', 'kill -TERM $$'), direct('kill -TERM $$')]);
+  const [via, straight] = await Promise.all([sshCmd('web', 'echo before; kill -TERM $$'), direct('echo before; kill -TERM $$')]);
+  assert.equal(straight.stdout, 'before\n', `the direct login works: ${straight.stderr}`);
+  assert.equal(via.stdout, 'before\n', via.stderr);
   assert.equal(via.code, straight.code, `${via.stderr} / ${straight.stderr}`);
   // stdin reaches the command, and its EOF ends it
   const cat = await sshCmd('web', 'wc -c', { input: 'x'.repeat(100_000) });

@@ -81,6 +81,8 @@ export async function connectTarget(ctx: EngineContext): Promise<Client> {
       tryKeyboard: false,
       readyTimeout: READY_TIMEOUT_MS,
       keepaliveInterval: 30_000,
+      // ciphers: ssh2's default order (AES-GCM first) costs the least gateway CPU per byte of the
+      // three measured (bench/RESULTS.md, "ssh"); the target's sshd follows the client's order
       ...(serverHostKey ? { algorithms: { serverHostKey: serverHostKey as never } } : {}),
       hostVerifier: (key: Buffer, cb: (ok: boolean) => void) => {
         verify(key).then(cb, (err: Error) => { refused = `cannot check the target's host key: ${err.message}`; cb(false); });
@@ -88,3 +90,4 @@ export async function connectTarget(ctx: EngineContext): Promise<Client> {
     });
   });
 }
+
