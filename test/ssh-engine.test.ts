@@ -131,6 +131,21 @@ describe('in-process engine against a real sshd', () => {
       await sh.wait(/alive-10/);
       assert.equal(existsSync(m2), false, 'the rest of a paste after a denied line is dropped');
       sh.ch.end();
+      // a shell started as a command on a pty (ssh -t host bash) is checked the same way
+      const ex = await new Promise<ClientChannel>((resolve, reject) => c.exec('bash --norc', { pty: { term: 'xterm', cols: 100, rows: 30 } }, (err, ch) => (err ? reject(err) : resolve(ch))));
+      let out = '';
+      const exClosed = new Promise((r) => ex.once('close', r));
+      ex.on('data', (d: Buffer) => { out += d; });
+      ex.stderr.on('data', (d: Buffer) => { out += d; });
+      ex.write("PS1='Q> '; echo pty-$((3*3))\r");
+      // typed before bash reads its terminal, the gateway's Ctrl-C would hit bash's start-up
+      await waitUntil('bash on the pty', () => /pty-9[\s\S]*Q> $/.test(out));
+      const m3 = join(work, 'hoop-denied-pty-exec');
+      ex.write(`touch ${m3}\r`);
+      await waitUntil('the blocked line in a pty exec', () => /blocked by guardrail deny_patterns\[0\]/.test(out));
+      ex.write('exit\r');
+      await exClosed;
+      assert.equal(existsSync(m3), false);
     } finally {
       c.end();
       await gw.close();

@@ -1,7 +1,8 @@
 /**
  * `hoopctl replay <session-id>`: a session's recording as a psql-like transcript (statements,
  * masked result rows, command tags, errors, blocked statements with their rule), as NDJSON, or as
- * an asciicast v2 file for `asciinema play`.
+ * an asciicast v2 file for `asciinema play`. An ssh session plays as its terminal showed it
+ * (views/terminal-replay.ts), with the engine's events as lines between.
  *
  * Timing: the text transcript pauses between events by their recorded time differences divided
  * by --speed, each pause capped at MAX_PAUSE_MS so an idle hour replays in seconds. Pauses happen

@@ -265,6 +265,8 @@ class SshEngine implements Engine {
     if (c.pty) c.tap = new TermTap(this.#record, c.id, { input: rec.input, cap: Infinity });
     else if (rec.results) c.tap = new TermTap(this.#record, c.id, { input: false, cap: EXEC_OUTPUT_CAP });
     this.#record({ type: 'command.started', ch: c.id, command, pty: Boolean(c.pty), ...(c.pty ? { cols: c.pty.cols, rows: c.pty.rows } : {}) });
+    // `ssh -t host bash` is a shell too: what is typed on a pty is checked as in a shell channel
+    if (this.#policy.active && c.pty) c.lines = new LineTracker();
     t.exec(command, { env: c.env, ...(c.pty ? { pty: this.#ptyOptions(c) } : {}) }, (err, tch) => {
       if (err) return this.#fail(c, `the target refused to run the command: ${err.message}`, EXIT_CONNECTION);
       this.#relay(c, ch, tch, { kind: 'exec', command });
