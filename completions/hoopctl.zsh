@@ -12,7 +12,7 @@ _hoopctl() {
     'leases:list your leases (--all\: every user'\''s, admins only)'
     'revoke:end a lease now\: its open connections are closed'
     'sessions:list recorded sessions (yours; admins may pass --user)'
-    'replay:replay a session'\''s recording\: statements, masked results, blocked statements, with the original timing'
+    'replay:replay a session'\''s recording\: statements, masked results, blocked statements, or an ssh terminal, with the original timing'
     'audit:the gateway'\''s audit log\: leases, sessions, blocked statements (admins)'
     'gateway:run the gateway server'
     'demo:start a gateway, dev IdP and a seeded demo PostgreSQL, and print what to try'
