@@ -42,6 +42,12 @@ const waitUntil = async (what: string, ok: () => boolean, ms = 8000) => {
   }
 };
 
+/** a promise that fails after `ms` naming what it waited for, so a stuck step fails fast, not at the runner's timeout */
+function within<T>(what: string, p: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms); })]).finally(() => clearTimeout(timer));
+}
+
 interface Shell { ch: ClientChannel; out(): string; wait(re: RegExp): Promise<void>; type(s: string): void }
 function openShell(c: Client): Promise<Shell> {
   return new Promise((resolve, reject) => c.shell({ term: 'xterm', cols: 200, rows: 50 }, (err, ch) => {
@@ -132,7 +138,7 @@ describe('in-process engine against a real sshd', () => {
       assert.equal(existsSync(m2), false, 'the rest of a paste after a denied line is dropped');
       sh.ch.end();
       // a shell started as a command on a pty (ssh -t host bash) is checked the same way
-      const ex = await new Promise<ClientChannel>((resolve, reject) => c.exec('bash --norc', { pty: { term: 'xterm', cols: 100, rows: 30 } }, (err, ch) => (err ? reject(err) : resolve(ch))));
+      const ex = await within('a pty exec', new Promise<ClientChannel>((resolve, reject) => c.exec('bash --norc', { pty: { term: 'xterm', cols: 100, rows: 30 } }, (err, ch) => (err ? reject(err) : resolve(ch)))));
       let out = '';
       const exClosed = new Promise((r) => ex.once('close', r));
       ex.on('data', (d: Buffer) => { out += d; });
@@ -144,7 +150,7 @@ describe('in-process engine against a real sshd', () => {
       ex.write(`touch ${m3}\r`);
       await waitUntil('the blocked line in a pty exec', () => /blocked by guardrail deny_patterns\[0\]/.test(out));
       ex.write('exit\r');
-      await exClosed;
+      await within(`bash exiting (it showed ${JSON.stringify(out.slice(-200))})`, exClosed);
       assert.equal(existsSync(m3), false);
     } finally {
       c.end();
@@ -213,7 +219,7 @@ describe('in-process engine against a real sshd', () => {
       sh.type('echo typed-$((5*5))\r');
       await sh.wait(/typed-25/);
       sh.type('exit 4\r');
-      await new Promise((r) => sh.ch.once('close', r));
+      await within('the shell closing', new Promise((r) => sh.ch.once('close', r)));
       const x = await execVia(c, 'echo out; exit 3');
       assert.equal(x.code, 3);
       await waitUntil('recorded events', () => gw.events.some((e) => e.type === 'command.completed'));
@@ -240,7 +246,7 @@ describe('in-process engine against a real sshd', () => {
     const closed = new Promise((r) => (c as unknown as NodeJS.EventEmitter).once('close', r));
     gw.sessions[0].engine.terminate('lease expired');
     await sh.wait(/hoopctl: lease expired: the gateway closed this connection/);
-    await closed;
+    await within('the connection closing', closed);
     await gw.close();
   });
 });

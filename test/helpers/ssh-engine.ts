@@ -91,7 +91,12 @@ export async function startSshGateway(sshd: Sshd, opts: SshGatewayOptions = {}):
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await Promise.all(sessions.map((s) => s.done));
+      // an engine that does not finish once its client is gone is a bug: say so instead of hanging
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = new Promise<'stuck'>((r) => { timer = setTimeout(() => r('stuck'), 10_000); });
+      const how = await Promise.race([Promise.all(sessions.map((s) => s.done)), stuck]);
+      clearTimeout(timer);
+      if (how === 'stuck') throw new Error('an ssh engine session did not finish within 10 s of its client closing');
     },
   };
 }
