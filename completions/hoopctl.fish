@@ -50,7 +50,7 @@ complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -l user -r -d 'onl
 complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -l since -r -d 'only sessions started within this window, e.g. 24h'
 complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -l gateway -r -d 'gateway URL (default: HOOP_GATEWAY or the last login)'
 complete -c hoopctl -n '__fish_seen_subcommand_from sessions' -l json -d 'print as JSON'
-complete -c hoopctl -n '__fish_use_subcommand' -a 'replay' -d 'replay a session\'s recording: statements, masked results, blocked statements, with the original timing'
+complete -c hoopctl -n '__fish_use_subcommand' -a 'replay' -d 'replay a session\'s recording: statements, masked results, blocked statements, or an ssh terminal, with the original timing'
 complete -c hoopctl -n '__fish_seen_subcommand_from replay' -l speed -r -d 'play faster (2) or slower (0.5); implies --timing'
 complete -c hoopctl -n '__fish_seen_subcommand_from replay' -l timing -d 'pause between events even when stdout is not a terminal'
 complete -c hoopctl -n '__fish_seen_subcommand_from replay' -l no-timing -d 'print everything at once'

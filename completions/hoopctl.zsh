@@ -15,7 +15,7 @@ _hoopctl() {
     'approve:approve a review request\: a pending lease starts, a held statement runs (never your own request)'
     'reject:reject a review request\: the lease is refused, or the held statement gets an error'
     'sessions:list recorded sessions (yours; admins may pass --user)'
-    'replay:replay a session'\''s recording\: statements, masked results, blocked statements, with the original timing'
+    'replay:replay a session'\''s recording\: statements, masked results, blocked statements, or an ssh terminal, with the original timing'
     'audit:the gateway'\''s audit log\: leases, sessions, blocked statements (admins)'
     'gateway:run the gateway server'
     'demo:start a gateway, dev IdP and a seeded demo PostgreSQL, and print what to try'

@@ -121,7 +121,7 @@ export function buildProgram(): Command {
     .action(run(() => import('./commands/sessions-verify.ts')));
 
   program.command('replay')
-    .description('replay a session\'s recording: statements, masked results, blocked statements, with the original timing')
+    .description('replay a session\'s recording: statements, masked results, blocked statements, or an ssh terminal, with the original timing')
     .argument('<session-id>', 'see `hoopctl sessions`')
     .option('--speed <n>', 'play faster (2) or slower (0.5); implies --timing')
     .option('--timing', 'pause between events even when stdout is not a terminal')

@@ -116,6 +116,9 @@ export function createApi(deps: ApiDeps) {
           name: x.name, type: x.type, ...(x.target.database ? { database: x.target.database } : {}), review: Boolean(x.review), review_groups: x.review?.groups ?? [],
           lease_default: formatDuration(x.lease.default), lease_max: formatDuration(x.lease.max),
           guardrails: Boolean(x.guardrails), masking: Boolean(x.masking),
+          // ssh: the account on the target and the gateway's host key, so `hoopctl connect` can
+          // print a command whose host key is already known (never trust-on-first-use by users)
+          ...(x.type === 'ssh' ? { user: x.target.user, host_key: cfg.secrets.get(x.name)?.gatewayHostKey?.public ?? null } : {}),
         })),
       };
     }],

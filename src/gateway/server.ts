@@ -57,6 +57,10 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   };
   await leases.start().catch(abort);
   await reviews.start().catch(abort);
+  // ssh connections present a persistent host key of the gateway's own (loaded before any tunnel)
+  if (cfg.connections.some((c) => c.type === 'ssh')) {
+    await import('./engines/ssh/gateway-keys.ts').then((m) => m.ensureGatewayHostKeys(cfg, store, log)).catch(abort);
+  }
 
   let handler: http.RequestListener = (_req, res) => sendJson(res, 503, { error: 'starting', message: 'gateway is starting' });
   const server = cfg.tls

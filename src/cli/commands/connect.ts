@@ -3,7 +3,10 @@
  * listen on 127.0.0.1 and tunnel each connection through the gateway until Ctrl-C or the lease
  * ends (exit 4 with the reason). The lease outlives this process: a later `connect` reuses it.
  */
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { authedClient } from '../../client/auth.ts';
+import { settingsDir } from '../../client/settings.ts';
 import { LocalTunnel, type LeaseInfo, type LeaseEnded } from '../../client/tunnel.ts';
 import { UsageError, ExitCode } from '../../errors.ts';
 import { out, printJson, line, info } from '../output.ts';
@@ -15,10 +18,41 @@ interface Opts { port?: string; duration?: string; reason?: string; newLease?: b
 import { DEFAULT_PORTS } from '../ports.ts';
 export { DEFAULT_PORTS };
 
-export function clientCommand(type: string, port: number, conn: { database?: string }): string {
+interface ConnView { name: string; type: string; database?: string; user?: string; host_key?: string | null }
+
+/** quotes a path for a POSIX shell when it needs it */
+function shq(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** the alias ssh files the gateway's host key of a connection under (HostKeyAlias) */
+export const hostAlias = (conn: string) => `hoop-${conn}`;
+
+/**
+ * Writes the gateway's host key for an ssh connection into the CLI's own known_hosts (one line
+ * per connection alias, replaced on each connect), so ssh checks it instead of asking the user
+ * to accept an unknown key. Returns the file.
+ */
+export function writeKnownHost(conn: string, hostKey: string): string {
+  const dir = settingsDir();
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'known_hosts');
+  let lines: string[] = [];
+  try { lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith(`${hostAlias(conn)} `)); } catch { /* first one */ }
+  lines.push(`${hostAlias(conn)} ${hostKey}`);
+  writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  return file;
+}
+
+/** the ssh options that make ssh, scp and sftp check the gateway's host key for `conn` */
+export function sshHostOptions(conn: string, knownHosts: string): string {
+  return `-o UserKnownHostsFile=${shq(knownHosts)} -o HostKeyAlias=${hostAlias(conn)}`;
+}
+
+export function clientCommand(type: string, port: number, conn: ConnView, knownHosts?: string): string {
   switch (type) {
     case 'postgres': return `psql "postgres://127.0.0.1:${port}/${conn.database ?? 'postgres'}"`;
-    case 'ssh': return `ssh -p ${port} 127.0.0.1`;
+    case 'ssh': return `ssh -p ${port}${knownHosts ? ` ${sshHostOptions(conn.name, knownHosts)}` : ''} ${conn.user ? `${conn.user}@` : ''}127.0.0.1`;
     case 'http': return `curl http://127.0.0.1:${port}/`;
     default: return `nc 127.0.0.1 ${port}`;
   }
@@ -33,9 +67,9 @@ export default async function connect(name: string, opts: Opts): Promise<number>
     if (port !== 0) await portFree(port);
   }
   const gw = await authedClient(opts.gateway);
-  const { connections } = await gw.request<{ connections: Array<{ name: string; type: string; database?: string }> }>('GET', '/api/connections');
+  const { connections } = await gw.request<{ connections: ConnView[] }>('GET', '/api/connections');
   let lease = await gw.request<LeaseInfo & { reused: boolean; remaining: string }>('POST', '/api/leases', { connection: name, duration: opts.duration, reason: opts.reason, new: Boolean(opts.newLease) });
-  const conn = connections.find((c) => c.name === name) ?? { name, type: 'tcp' };
+  const conn: ConnView = connections.find((c) => c.name === name) ?? { name, type: 'tcp' };
   const emit = (v: Record<string, unknown>) => (out.json ? printJson(v) : undefined);
   const notes = lease as { clamped?: { requested: string; max: string }; reason_updated?: boolean; duration?: string };
   if (notes.clamped && !out.json) info(`hoopctl: --duration ${notes.clamped.requested} is above ${name}'s lease.max; the lease lasts ${notes.clamped.max}`);
@@ -53,15 +87,17 @@ export default async function connect(name: string, opts: Opts): Promise<number>
   await tunnel.token(); // fail now, not on the first client connection, if tunnels are refused
   const bound = await tunnel.listen(port ?? DEFAULT_PORTS[conn.type] ?? 0, port === undefined);
   const wanted = port ?? DEFAULT_PORTS[conn.type];
-  const command = clientCommand(conn.type, bound, conn);
+  const knownHosts = conn.type === 'ssh' && conn.host_key ? writeKnownHost(name, conn.host_key) : undefined;
+  const command = clientCommand(conn.type, bound, conn, knownHosts);
   const expiresAt = Date.parse(lease.expires_at);
 
   const view = out.tty && !out.json ? await (await import('../views/connect-view.ts')).showConnect({ name, type: conn.type, port: bound, command, lease, tunnel }) : undefined;
-  if (out.json) emit({ event: 'listening', connection: name, type: conn.type, address: `127.0.0.1:${bound}`, port: bound, command, lease });
+  if (out.json) emit({ event: 'listening', connection: name, type: conn.type, address: `127.0.0.1:${bound}`, port: bound, command, lease, ...(knownHosts ? { known_hosts: knownHosts, host_key_alias: hostAlias(name) } : {}) });
   else if (!view) {
     if (wanted && bound !== wanted) line(`Port ${wanted} is in use; listening on ${bound} instead.`);
     line(`Connected to ${name} (${conn.type}) on 127.0.0.1:${bound}; lease ${lease.id} ${lease.reused ? 'reused' : 'granted'}, ends ${lease.expires_at}`);
     line(`Try: ${command}`);
+    if (knownHosts) line(`scp and sftp: -P ${bound} ${sshHostOptions(name, knownHosts)} (the gateway's host key for ${name} is in ${knownHosts})`);
     line('Press Ctrl-C to stop listening (the lease stays valid until it expires or is revoked).');
   }
   tunnel.on('refused', (err: Error) => { if (!view && !out.json) info(`connection refused by gateway: ${err.message}`); });

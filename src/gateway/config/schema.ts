@@ -49,12 +49,22 @@ const target = z.strictObject({
   ca_file: nonEmpty.optional(),
   /** (extension) let the client pick the database name in its startup message */
   allow_client_database: z.boolean().default(false),
-  // ssh
+  // ssh (user and password_env above are shared with postgres)
+  /** the OpenSSH or PEM private key the gateway logs in with; read at start (relative to gateway.yaml) */
   private_key_file: nonEmpty.optional(),
+  /** (extension) the environment variable holding private_key_file's passphrase */
+  passphrase_env: envName.optional(),
+  /** the target's host key, `ssh-ed25519 AAAA...` (a known_hosts line without the host) or `SHA256:...`; unset = pinned on first use */
   host_key: nonEmpty.optional(),
   // http
   url: z.url().optional(),
 });
+
+const regex = z.string().refine((p) => { try { new RegExp(p, 'i'); return true; } catch { return false; } }, 'is not a valid regular expression');
+
+/** environment variables an ssh client may set on the target (`SendEnv`), by default; `*` ends a prefix */
+export const DEFAULT_SSH_ENV = ['LANG', 'LC_*', 'TZ', 'COLORTERM'];
+export const DEFAULT_SSH = { sftp: true, port_forwarding: false, env: DEFAULT_SSH_ENV };
 
 const connection = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'must be 1-63 letters, digits, ".", "_" or "-"'),
@@ -74,7 +84,18 @@ const connection = z.strictObject({
   guardrails: z.strictObject({
     deny: z.array(z.enum(GUARDRAIL_RULES)).default([]),
     review: z.array(z.enum(GUARDRAIL_RULES)).default([]),
-    deny_patterns: z.array(z.string().refine((p) => { try { new RegExp(p, 'i'); return true; } catch { return false; } }, 'is not a valid regular expression')).default([]),
+    deny_patterns: z.array(regex).default([]),
+    /** ssh: commands (exec, typed lines) matching one of these wait for a reviewer's approval */
+    review_patterns: z.array(regex).optional(),
+  }).optional(),
+  /** ssh only: what an ssh client may do besides shells and commands (defaults: DEFAULT_SSH) */
+  ssh: z.strictObject({
+    /** the sftp subsystem and legacy `scp -O` (exec `scp -t/-f`); modern scp rides sftp */
+    sftp: z.boolean().default(DEFAULT_SSH.sftp),
+    /** `ssh -L` (direct-tcpip channels) to any host:port the target can reach */
+    port_forwarding: z.boolean().default(DEFAULT_SSH.port_forwarding),
+    /** (extension) env requests passed to the target (the target's AcceptEnv decides too) */
+    env: z.array(nonEmpty).default(DEFAULT_SSH_ENV),
   }).optional(),
   masking: z.strictObject({
     columns: z.array(nonEmpty).default([]),
@@ -86,7 +107,9 @@ const connection = z.strictObject({
     /** (extension) result rows kept per statement / per session */
     max_rows_per_statement: z.number().int().min(0).default(100),
     max_rows_per_session: z.number().int().min(0).default(10_000),
-  }).default({ results: true, retention: DEFAULT_RETENTION_MS, max_rows_per_statement: 100, max_rows_per_session: 10_000 }),
+    /** ssh: record what is typed into terminals (off: it carries passwords typed at prompts) */
+    input: z.boolean().default(false),
+  }).default({ results: true, retention: DEFAULT_RETENTION_MS, max_rows_per_statement: 100, max_rows_per_session: 10_000, input: false }),
 });
 
 /** what `notifications[].events` may name */
@@ -140,5 +163,6 @@ export type ConnectionConfig = ParsedConfig['connections'][number];
 export type TargetConfig = ConnectionConfig['target'];
 export type GuardrailsConfig = NonNullable<ConnectionConfig['guardrails']>;
 export type MaskingConfig = NonNullable<ConnectionConfig['masking']>;
+export type SshConfig = NonNullable<ConnectionConfig['ssh']>;
 export type ConnectionType = ConnectionConfig['type'];
 export type NotificationConfig = ParsedConfig['notifications'][number];

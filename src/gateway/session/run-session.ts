@@ -78,6 +78,14 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     record: (e) => (recorder ??= new Recorder(id, store, getLog())).record(e),
     audit: (type, data) => audit.emit(type, { ...audited, data }),
     signal: abort.signal,
+    pinHostKey: async (key) => {
+      // one pin per connection and target address: pointing a connection elsewhere starts afresh
+      const metaKey = `ssh.pinned_host_key.${conn.name}@${conn.target.host}:${conn.target.port}`;
+      const known = await store.getMeta(metaKey);
+      if (known !== undefined) return { key: known, first: false };
+      const stored = await store.setMetaIfAbsent(metaKey, key);
+      return { key: stored, first: stored === key };
+    },
   };
   const reviews = deps.reviews;
   if (reviews) {
