@@ -87,7 +87,7 @@ const BAD: Array<[string, string, string, NodeJS.ProcessEnv?]> = [
   ['unknown type', `${AUTH}connections:\n  - { name: x, type: mysql, target: { port: 1 }, access: { groups: [a] } }\n`,
     'hoopctl: FILE: connections[0].type: must be one of "postgres", "ssh", "tcp", "http" (got "mysql")'],
   ['unknown key', `${AUTH}listen: 127.0.0.1:8009\nlisten_port: 8009\n`,
-    'hoopctl: FILE: listen_port: unknown key (check the spelling; see PRODUCT.md for the keys)'],
+    'hoopctl: FILE: listen_port: unknown key (check the spelling; the keys are in docs/PRODUCT.md and the README)'],
   ['missing password env', conn(''),
     'hoopctl: FILE: connections[0].target.password_env: environment variable DB_PW is not set (the gateway reads the target\'s password from it)'],
   ['bad duration', conn('    lease: { default: 30 minutes, max: 2h }\n'),

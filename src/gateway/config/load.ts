@@ -49,7 +49,7 @@ function describeIssue(issue: z.core.$ZodIssue): { path: string; problem: string
     case 'unrecognized_keys': {
       const keys = issue.keys;
       const at = (k: string) => (path ? `${path}.${k}` : k);
-      return { path: at(keys[0]), problem: `unknown key${keys.length > 1 ? `s ${keys.map((k) => JSON.stringify(k)).join(', ')}` : ''} (check the spelling; see PRODUCT.md for the keys)` };
+      return { path: at(keys[0]), problem: `unknown key${keys.length > 1 ? `s ${keys.map((k) => JSON.stringify(k)).join(', ')}` : ''} (check the spelling; the keys are in docs/PRODUCT.md and the README)` };
     }
     case 'invalid_type':
       return { path, problem: issue.input === undefined ? 'is required' : `must be ${issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a mapping' : `a ${issue.expected}`} (got ${JSON.stringify(issue.input)})` };
