@@ -61,3 +61,30 @@ test('connect --help names the real default ports', async () => {
   const r = await gw.cli(['connect', '--help']);
   assert.match(r.stdout.replace(/\s+/g, ' '), /postgres 5433, ssh 2222, http 8080, tcp 9000/);
 });
+
+test('hoopctl sessions shows live counts for a running session', async () => {
+  const port = await freePort();
+  const c = gw.spawnCli(['connect', 'echo', '--port', String(port), '--new-lease'], { home: 'ci' });
+  await c.waitFor(/Try: nc/);
+  const sock = net.connect(port, '127.0.0.1');
+  try {
+    await new Promise((r) => sock.once('connect', r));
+    const echoed = new Promise((r) => sock.once('data', r));
+    sock.write('hello');
+    await echoed;
+    let row: { endedAt: number | null; bytesIn: number; bytesOut: number } | undefined;
+    for (let i = 0; i < 100; i++) {
+      const rows = JSON.parse((await gw.cli(['sessions', '--json'], { home: 'ci' })).stdout) as Array<{ endedAt: number | null; bytesIn: number; bytesOut: number }>;
+      row = rows.find((s) => s.endedAt === null && s.bytesIn > 0);
+      if (row) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(row, 'a running session with its bytes so far');
+    assert.equal(row.bytesIn, 5);
+    assert.equal(row.bytesOut, 5);
+  } finally {
+    sock.destroy();
+    c.kill('SIGINT');
+    await c.exited;
+  }
+});

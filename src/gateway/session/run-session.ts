@@ -38,6 +38,32 @@ export function sessionRowWriter(store: Store, log: Logger): SessionRows {
   });
 }
 
+/** how often the rows of running sessions are written with their counts so far */
+export const LIVE_ROWS_MS = 2000;
+
+/**
+ * Running sessions' counters reach the store every LIVE_ROWS_MS (one timer for all sessions, rows
+ * only for those whose counters moved), so `hoopctl sessions` shows live bytes and statements
+ * instead of zeros until the end. Rows go through the same batcher as the start and end rows.
+ */
+const live = new Map<string, { rows: SessionRows; row: SessionRow; stats: SessionStats; last: number }>();
+let liveTimer: NodeJS.Timeout | undefined;
+function trackLive(id: string, rows: SessionRows, row: SessionRow, stats: SessionStats): () => void {
+  live.set(id, { rows, row, stats, last: 0 });
+  liveTimer ??= setInterval(() => {
+    for (const e of live.values()) {
+      const moved = e.stats.bytesIn + e.stats.bytesOut + e.stats.statements + e.stats.blocked;
+      if (moved === e.last) continue;
+      e.last = moved;
+      e.rows.add({ ...e.row, ...e.stats });
+    }
+  }, LIVE_ROWS_MS).unref();
+  return () => {
+    live.delete(id);
+    if (live.size === 0) { clearInterval(liveTimer); liveTimer = undefined; }
+  };
+}
+
 /** closes the streams this long after asking the engine to say goodbye */
 const GOODBYE_MS = 250;
 /** how long an engine may run on after its client stream closed */
@@ -64,6 +90,7 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
   const startedAt = Date.now();
   const row: SessionRow = { id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null };
   sessionRows.add(row);
+  const untrack = trackLive(id, sessionRows, row, stats);
   const audited = { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id };
   audit.emit('session.started', audited);
   let recorder: Recorder | undefined;
@@ -132,6 +159,7 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     if (leaseEnd) stream.closeWith(leaseEnd.code, leaseEnd.reason);
     else if (!stream.destroyed) stream.destroy();
     await recorder?.close(closeReason);
+    untrack();
     sessionRows.add({ ...row, endedAt: Date.now(), closeReason, ...stats });
     audit.emit('session.ended', { ...audited, data: { reason: closeReason, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, durationMs: Date.now() - startedAt } });
   }
