@@ -109,8 +109,6 @@ export interface Engine {
 
 export interface EngineFactory {
   readonly type: ConnectionConfig['type'];
-  /** suggested local port for `hoopctl connect` (clients' usual port + offset) */
-  readonly defaultLocalPort: number;
   create(ctx: EngineContext): Engine;
 }
 

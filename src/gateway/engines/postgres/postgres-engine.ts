@@ -1250,6 +1250,5 @@ class PostgresEngine implements Engine {
 
 export const postgresEngine: EngineFactory = {
   type: 'postgres',
-  defaultLocalPort: 15432,
   create: (ctx) => new PostgresEngine(ctx),
 };

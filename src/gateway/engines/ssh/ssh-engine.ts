@@ -501,4 +501,4 @@ class SshEngine implements Engine {
   }
 }
 
-export const sshEngine: EngineFactory = { type: 'ssh', defaultLocalPort: 2222, create: (ctx) => new SshEngine(ctx) };
+export const sshEngine: EngineFactory = { type: 'ssh', create: (ctx) => new SshEngine(ctx) };
