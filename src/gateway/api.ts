@@ -10,6 +10,7 @@ import type { LeaseService, Caller } from './session/leases.ts';
 import { mayUse } from './session/leases.ts';
 import type { TunnelTokens } from './session/tunnel-token.ts';
 import type { TokenVerifier } from './auth/verify.ts';
+import type { RevocationList } from './auth/revocations.ts';
 import type { Logger } from './log.ts';
 import { formatDuration } from './config/duration.ts';
 import { VERSION } from '../version.ts';
@@ -24,6 +25,7 @@ export interface ApiDeps {
   reviews: ReviewService;
   tunnelTokens: TunnelTokens;
   verifier: TokenVerifier;
+  revocations: RevocationList;
   log: Logger;
 }
 
@@ -114,6 +116,14 @@ export function createApi(deps: ApiDeps) {
       const id = await verifier.verify(bearer(req));
       return { sub: id.sub, groups: id.groups, admin: id.groups.some((g) => cfg.auth.admins.includes(g)), client_id: id.clientId ?? null, expires_at: id.exp ? new Date(id.exp * 1000).toISOString() : null, gateway: cfg.public_url, issuer: deps.issuer };
     }],
+    // `hoopctl logout`: the caller's own access token is refused from now on, by every replica
+    ['POST', /^\/api\/logout$/, noBody(async (req) => {
+      const token = bearer(req);
+      const id = await verifier.verify(token);
+      const exp = id.exp ? id.exp * 1000 : Date.now() + 86_400_000;
+      await deps.revocations.revoke(token, exp + 60_000); // + the verifier's clock tolerance
+      return { revoked: true, sub: id.sub, until: new Date(exp).toISOString() };
+    })],
     ['GET', /^\/api\/connections$/, async (req) => {
       const c = await caller(req);
       return {

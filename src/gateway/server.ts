@@ -21,9 +21,11 @@ import { createApi, sendJson } from './api.ts';
 import { createTunnelUpgrade } from './transport/tunnel-upgrade.ts';
 import { sessionRowWriter } from './session/run-session.ts';
 import { createTokenVerifier } from './auth/verify.ts';
+import { RevocationList } from './auth/revocations.ts';
 import type { DevIdp } from './idp/dev-idp.ts';
 import { CloseCode } from '../shared/ws-duplex.ts';
 import { ConfigError } from '../errors.ts';
+import { secureFolder } from './store/file-modes.ts';
 
 export interface Gateway {
   url: string;
@@ -76,13 +78,16 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
     // The dev IdP stays per replica (README: "Behaviour where PRODUCT.md is silent").
     const dataDir = isPostgresUrl(cfg.store) ? resolve(cfg.baseDir, 'data')
       : cfg.store !== 'sqlite::memory:' ? dirname(resolve(cfg.baseDir, cfg.store.slice('sqlite:'.length))) : undefined;
+    if (dataDir) secureFolder(dataDir, ['dev-idp-keys.json', 'dev-idp-state.json'], log);
     devIdp = await createDevIdp(cfg, { keysFile: dataDir ? resolve(dataDir, 'dev-idp-keys.json') : undefined }).catch((err) => { server.close(); return abort(err); });
   }
   const issuer = devIdp?.issuer ?? (cfg.auth.issuer as string);
   // dev tokens are checked against the embedded IdP's keys in-process (no HTTP to our own public_url)
-  const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks });
+  const revocations = new RevocationList(store, log);
+  await revocations.start(isPostgresUrl(cfg.store)).catch((err) => { server.close(); return abort(err); });
+  const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks, isRevoked: (k) => revocations.has(k) });
   const tunnelTokens = await TunnelTokens.open(store, cfg.public_url).catch((err) => { server.close(); return abort(err); });
-  const api = createApi({ cfg, issuer, store, leases, reviews, tunnelTokens, verifier, log });
+  const api = createApi({ cfg, issuer, store, leases, reviews, tunnelTokens, verifier, revocations, log });
   const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, reviews, log, tunnelTokens, sessionRows });
 
   handler = (req, res) => {
@@ -103,6 +108,7 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
       closed ??= (async () => {
         leases.stop();
         reviews.stop();
+        revocations.stop();
         tunnels.closeAll(CloseCode.gatewayShutdown, 'gateway shutting down');
         await new Promise<void>((res) => { server.close(() => res()); server.closeAllConnections(); setTimeout(res, 2000).unref(); });
         await tunnels.settled(3000);
