@@ -22,6 +22,7 @@ import { createTunnelUpgrade } from './transport/tunnel-upgrade.ts';
 import { sessionRowWriter } from './session/run-session.ts';
 import { createTokenVerifier } from './auth/verify.ts';
 import { RevocationList } from './auth/revocations.ts';
+import { startRecovery } from './session/recovery.ts';
 import type { DevIdp } from './idp/dev-idp.ts';
 import { CloseCode } from '../shared/ws-duplex.ts';
 import { ConfigError } from '../errors.ts';
@@ -59,6 +60,8 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   };
   await leases.start().catch(abort);
   await reviews.start().catch(abort);
+  // closes what a crashed gateway left open, and (shared store) beats this replica's heartbeat
+  const recovery = await startRecovery({ store, audit, log, shared: isPostgresUrl(cfg.store) }).catch(abort);
 
   let handler: http.RequestListener = (_req, res) => sendJson(res, 503, { error: 'starting', message: 'gateway is starting' });
   const server = cfg.tls
@@ -88,7 +91,7 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks, isRevoked: (k) => revocations.has(k) });
   const tunnelTokens = await TunnelTokens.open(store, cfg.public_url).catch((err) => { server.close(); return abort(err); });
   const api = createApi({ cfg, issuer, store, leases, reviews, tunnelTokens, verifier, revocations, log });
-  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, reviews, log, tunnelTokens, sessionRows });
+  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, reviews, log, tunnelTokens, sessionRows, replica: recovery.id });
 
   handler = (req, res) => {
     if (devIdp && (req.url === '/oidc' || req.url?.startsWith('/oidc/') || req.url?.startsWith('/oidc?'))) return devIdp.handle(req, res);
@@ -109,6 +112,7 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
         leases.stop();
         reviews.stop();
         revocations.stop();
+        recovery.stop();
         tunnels.closeAll(CloseCode.gatewayShutdown, 'gateway shutting down');
         await new Promise<void>((res) => { server.close(() => res()); server.closeAllConnections(); setTimeout(res, 2000).unref(); });
         await tunnels.settled(3000);
