@@ -77,12 +77,14 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   let devIdp: DevIdp | undefined;
   if (cfg.auth.issuer === 'dev') {
     const { createDevIdp } = await import('./idp/dev-idp.ts');
-    // Keys and state sit beside the SQLite file; with a PostgreSQL store, in data/ beside gateway.yaml.
-    // The dev IdP stays per replica (README: "Behaviour where PRODUCT.md is silent").
-    const dataDir = isPostgresUrl(cfg.store) ? resolve(cfg.baseDir, 'data')
-      : cfg.store !== 'sqlite::memory:' ? dirname(resolve(cfg.baseDir, cfg.store.slice('sqlite:'.length))) : undefined;
-    if (dataDir) secureFolder(dataDir, ['dev-idp-keys.json', 'dev-idp-state.json'], log);
-    devIdp = await createDevIdp(cfg, { keysFile: dataDir ? resolve(dataDir, 'dev-idp-keys.json') : undefined }).catch((err) => { server.close(); return abort(err); });
+    // Keys and state sit beside the SQLite file; with a PostgreSQL store, in the store itself, so
+    // that every replica is one identity provider (a login on one is good on all).
+    const shared = isPostgresUrl(cfg.store) && store.idp ? store : undefined;
+    const dataDir = shared || cfg.store === 'sqlite::memory:' ? undefined : dirname(resolve(cfg.baseDir, cfg.store.slice('sqlite:'.length)));
+    devIdp = await (async () => {
+      if (dataDir) secureFolder(dataDir, ['dev-idp-keys.json', 'dev-idp-state.json'], log);
+      return createDevIdp(cfg, { keysFile: dataDir ? resolve(dataDir, 'dev-idp-keys.json') : undefined, shared });
+    })().catch((err) => { server.close(); return abort(err); });
   }
   const issuer = devIdp?.issuer ?? (cfg.auth.issuer as string);
   // dev tokens are checked against the embedded IdP's keys in-process (no HTTP to our own public_url)
