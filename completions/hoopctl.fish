@@ -20,6 +20,8 @@ complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l port -s p -r -d 
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l duration -s d -r -d 'lease duration, e.g. 30m (clamped to the connection\'s lease.max)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l reason -s r -r -d 'why you need access (recorded, shown to reviewers)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l new-lease -d 'take a fresh lease even if an active one exists'
+complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l socket-dir -r -d 'listen on a Unix-domain socket in this folder (made 0700) instead of a TCP port: only you can connect, on any OS (psql -h <dir> -p <port>)'
+complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l any-local-user -d 'do not check which local user opens a TCP connection (Linux checks by default; other users could ride your lease)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l gateway -r -d 'gateway URL (default: HOOP_GATEWAY or the last login)'
 complete -c hoopctl -n '__fish_seen_subcommand_from connect' -l json -d 'print the listener and lease as JSON lines'
 complete -c hoopctl -n '__fish_use_subcommand' -a 'leases' -d 'list your leases (--all: every user\'s, admins only)'

@@ -60,6 +60,8 @@ export function buildProgram(): Command {
     .option('-d, --duration <dur>', 'lease duration, e.g. 30m (clamped to the connection\'s lease.max)')
     .option('-r, --reason <text>', 'why you need access (recorded, shown to reviewers)')
     .option('--new-lease', 'take a fresh lease even if an active one exists')
+    .option('--socket-dir <dir>', 'listen on a Unix-domain socket in this folder (made 0700) instead of a TCP port: only you can connect, on any OS (psql -h <dir> -p <port>)')
+    .option('--any-local-user', 'do not check which local user opens a TCP connection (Linux checks by default; other users could ride your lease)')
     .addOption(gatewayOpt())
     .option('--json', 'print the listener and lease as JSON lines')
     .action(run(() => import('./commands/connect.ts')));

@@ -9,11 +9,12 @@ import { authedClient } from '../../client/auth.ts';
 import { settingsDir } from '../../client/settings.ts';
 import { LocalTunnel, type LeaseInfo, type LeaseEnded } from '../../client/tunnel.ts';
 import { UsageError, ExitCode } from '../../errors.ts';
+import { CloseCode } from '../../shared/ws-duplex.ts';
 import { out, printJson, line, info } from '../output.ts';
 import { waitForLease, type PendingLease } from '../../client/reviews.ts';
 import type { GatewayClient } from '../../client/gateway-client.ts';
 
-interface Opts { port?: string; duration?: string; reason?: string; newLease?: boolean; gateway?: string; json?: boolean }
+interface Opts { port?: string; duration?: string; reason?: string; newLease?: boolean; socketDir?: string; anyLocalUser?: boolean; gateway?: string; json?: boolean }
 
 import { DEFAULT_PORTS } from '../ports.ts';
 export { DEFAULT_PORTS };
@@ -64,7 +65,7 @@ export default async function connect(name: string, opts: Opts): Promise<number>
     port = Number(opts.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number (got ${opts.port})`);
     // before any lease is taken: a port we cannot listen on must not leave one behind
-    if (port !== 0) await portFree(port);
+    if (port !== 0 && !opts.socketDir) await portFree(port);
   }
   const gw = await authedClient(opts.gateway);
   const { connections } = await gw.request<{ connections: ConnView[] }>('GET', '/api/connections');
@@ -83,24 +84,44 @@ export default async function connect(name: string, opts: Opts): Promise<number>
     lease = { ...done, reused: false, remaining: '' } as typeof lease;
   }
 
-  const tunnel = new LocalTunnel(gw, lease);
+  const tunnel = new LocalTunnel(gw, lease, { type: conn.type, anyLocalUser: opts.anyLocalUser });
   await tunnel.token(); // fail now, not on the first client connection, if tunnels are refused
-  const bound = await tunnel.listen(port ?? DEFAULT_PORTS[conn.type] ?? 0, port === undefined);
+  let bound: number;
+  let command: string;
+  let socketPath: string | undefined;
   const wanted = port ?? DEFAULT_PORTS[conn.type];
   const knownHosts = conn.type === 'ssh' && conn.host_key ? writeKnownHost(name, conn.host_key) : undefined;
-  const command = clientCommand(conn.type, bound, conn, knownHosts);
+  if (opts.socketDir) {
+    bound = port ?? DEFAULT_PORTS[conn.type] ?? 5432;
+    socketPath = await tunnel.listenUnix(opts.socketDir, bound);
+    command = conn.type === 'postgres' ? `psql "host=${opts.socketDir} port=${bound} dbname=${(conn as { database?: string }).database ?? 'postgres'}"` : `nc -U ${socketPath}`;
+  } else {
+    bound = await tunnel.listen(port ?? DEFAULT_PORTS[conn.type] ?? 0, port === undefined);
+    command = clientCommand(conn.type, bound, conn, knownHosts);
+  }
   const expiresAt = Date.parse(lease.expires_at);
 
   const view = out.tty && !out.json ? await (await import('../views/connect-view.ts')).showConnect({ name, type: conn.type, port: bound, command, lease, tunnel }) : undefined;
-  if (out.json) emit({ event: 'listening', connection: name, type: conn.type, address: `127.0.0.1:${bound}`, port: bound, command, lease, ...(knownHosts ? { known_hosts: knownHosts, host_key_alias: hostAlias(name) } : {}) });
+  if (out.json) emit({ event: 'listening', connection: name, type: conn.type, address: socketPath ?? `127.0.0.1:${bound}`, port: bound, command, lease, ...(knownHosts ? { known_hosts: knownHosts, host_key_alias: hostAlias(name) } : {}) });
   else if (!view) {
     if (wanted && bound !== wanted) line(`Port ${wanted} is in use; listening on ${bound} instead.`);
-    line(`Connected to ${name} (${conn.type}) on 127.0.0.1:${bound}; lease ${lease.id} ${lease.reused ? 'reused' : 'granted'}, ends ${lease.expires_at}`);
+    line(`Connected to ${name} (${conn.type}) on ${socketPath ?? `127.0.0.1:${bound}`}; lease ${lease.id} ${lease.reused ? 'reused' : 'granted'}, ends ${lease.expires_at}`);
     line(`Try: ${command}`);
     if (knownHosts) line(`scp and sftp: -P ${bound} ${sshHostOptions(name, knownHosts)} (the gateway's host key for ${name} is in ${knownHosts})`);
     line('Press Ctrl-C to stop listening (the lease stays valid until it expires or is revoked).');
   }
   tunnel.on('refused', (err: Error) => { if (!view && !out.json) info(`connection refused by gateway: ${err.message}`); });
+  // what a client cannot always show (a closed stream has no message in most protocols)
+  tunnel.on('local-refused', (why: string) => { if (!view && !out.json) info(`refused a local connection: ${why}`); else if (out.json) emit({ event: 'local_refused', reason: why }); });
+  tunnel.on('closed-with-error', (err: { code: number; reason: string }) => {
+    if (err.code !== CloseCode.overLimit) return;
+    if (!view && !out.json) info(`connection refused by gateway: ${err.reason}`);
+    else if (out.json) emit({ event: 'connection_refused', reason: err.reason });
+  });
+  if (!socketPath && !tunnel.ownerOnly && !out.json) {
+    info(opts.anyLocalUser ? 'warning: --any-local-user: every local user can use this port and your lease'
+      : `warning: on ${process.platform} hoopctl cannot tell which local user connects to 127.0.0.1:${bound}; other users of this machine could use your lease (use --socket-dir DIR for a private socket)`);
+  }
 
   const ended = await new Promise<LeaseEnded | 'interrupted'>((resolve) => {
     const onSignal = () => resolve('interrupted');

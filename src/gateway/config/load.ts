@@ -22,6 +22,7 @@ export interface ConnectionSecret {
   /** ssh: the gateway's own host key for this connection (set at start from the store, engines/ssh/host-key.ts) */
   gatewayHostKey?: { private: string; public: string };
 }
+import { hasEngine } from '../engines/engine.ts';
 
 export interface GatewayConfig extends ParsedConfig {
   /** the file the config came from (for messages and relative paths) */
@@ -135,6 +136,10 @@ function checkPostgresUrl(file: string, url: string): void {
 }
 
 function checkTarget(file: string, at: string, c: ConnectionConfig, env: NodeJS.ProcessEnv, secrets: GatewayConfig['secrets'], baseDir: string) {
+  // a type without an engine: a session on it would never start nor end
+  if (!hasEngine(c.type)) {
+    throw new ConfigError(file, `${at}.type`, `type ${c.type} is not supported by this gateway yet (no engine serves it; a session on it would never end)${c.type === 'http' ? ': tunnel the service as type tcp meanwhile' : ''}`);
+  }
   const t = c.target;
   const need = (key: keyof typeof t, why: string) => {
     if (t[key] === undefined) throw new ConfigError(file, `${at}.target.${key}`, `is required for type ${c.type} (${why})`);

@@ -15,6 +15,15 @@ export const GUARDRAIL_RULES = [
 ] as const;
 export type GuardrailRule = (typeof GUARDRAIL_RULES)[number];
 
+/**
+ * `lease.max_connections` when a connection sets none: room for a connection pool or `pgbench
+ * -c 16`, far below PostgreSQL's default max_connections (100), so that one lease cannot take
+ * the target's every connection slot.
+ */
+export const DEFAULT_LEASE_MAX_CONNECTIONS = 20;
+/** `max_connections_per_user` when the config sets none (all of one user's leases, per replica) */
+export const DEFAULT_MAX_CONNECTIONS_PER_USER = 50;
+
 /** `recording.retention` when a connection sets none (PRODUCT.md: 90d) */
 export const DEFAULT_RETENTION_MS = 90 * 86_400_000;
 
@@ -71,7 +80,12 @@ const connection = z.strictObject({
   type: z.enum(['postgres', 'ssh', 'tcp', 'http']),
   target,
   access: z.strictObject({ groups: groups.min(1, 'must name at least one group') }),
-  lease: z.strictObject({ default: duration('lease.default').default(30 * 60_000), max: duration('lease.max').default(2 * 3_600_000) }).default({ default: 30 * 60_000, max: 2 * 3_600_000 }),
+  lease: z.strictObject({
+    default: duration('lease.default').default(30 * 60_000),
+    max: duration('lease.max').default(2 * 3_600_000),
+    /** (extension) tunnelled connections one lease may hold open at once (each dials the target) */
+    max_connections: z.number().int().min(1).max(10_000).default(DEFAULT_LEASE_MAX_CONNECTIONS),
+  }).default({ default: 30 * 60_000, max: 2 * 3_600_000, max_connections: DEFAULT_LEASE_MAX_CONNECTIONS }),
   review: z.strictObject({
     groups: groups.min(1, 'must name at least one reviewer group'),
     min_approvals: z.number().int().min(1).default(1),
@@ -153,6 +167,8 @@ export const configSchema = z.strictObject({
   notifications: z.array(notification).default([]),
   /** (extension) lifetime of the short gateway-signed tunnel tokens; default 60s */
   tunnel_token_ttl: duration('tunnel_token_ttl').default(60_000),
+  /** (extension) tunnelled connections one user may hold open at once, over all their leases (per replica) */
+  max_connections_per_user: z.number().int().min(1).max(100_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
   /** (extension) WebSocket ping interval on tunnels, so proxies do not cut idle ones; default 20s */
   tunnel_keepalive: duration('tunnel_keepalive').default(20_000),
 });

@@ -149,6 +149,11 @@ export function registerEngine(type: string, load: () => Promise<EngineFactory>)
   loaded.delete(type);
 }
 
+/** whether a connection type has an engine (config load refuses types without one) */
+export function hasEngine(type: string): boolean {
+  return registry.has(type);
+}
+
 export async function getEngine(type: string): Promise<EngineFactory> {
   const known = loaded.get(type);
   if (known) return known;

@@ -25,7 +25,11 @@ import type { LeaseService } from './leases.ts';
 import type { ReviewService } from './reviews.ts';
 import { CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
 
-export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; reviews?: ReviewService; log: Logger; sessionRows: SessionRows }
+export interface SessionDeps {
+  cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; reviews?: ReviewService; log: Logger; sessionRows: SessionRows;
+  /** this gateway process's id (session/recovery.ts): written on each session row */
+  replica?: string;
+}
 
 /** how long a session row may wait in memory before it is written (see the header) */
 export const ROWS_MS = 50;
@@ -88,7 +92,7 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
   const getLog = () => (logger ??= deps.log.child({ session: id, lease: lease.id, connection: conn.name }));
   const stats: SessionStats = { bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0 };
   const startedAt = Date.now();
-  const row: SessionRow = { id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null };
+  const row: SessionRow = { id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null, replica: deps.replica ?? null };
   sessionRows.add(row);
   const untrack = trackLive(id, sessionRows, row, stats);
   const audited = { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id };

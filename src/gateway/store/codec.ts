@@ -19,6 +19,7 @@ export const sessionFromRow = (r: Row): SessionRow => ({
   startedAt: Number(r.started_at), endedAt: r.ended_at == null ? null : Number(r.ended_at), bytesIn: Number(r.bytes_in),
   bytesOut: Number(r.bytes_out), statements: Number(r.statements), blocked: Number(r.blocked), masked: Number(r.masked),
   closeReason: (r.close_reason as string) ?? null,
+  ...(r.replica != null ? { replica: r.replica as string } : {}),
 });
 
 export const reviewFromRow = (r: Row): Review => ({
