@@ -54,6 +54,8 @@ export interface Writes {
   readonly top: ReadonlySet<WriteKind>;
   /** the kinds found where no command tag counts them -> what and where (first of each) */
   readonly hidden: ReadonlyMap<WriteKind, string>;
+  /** a statement of the text begins, ends or rolls back a transaction or savepoint */
+  readonly txControl: boolean;
 }
 export type WriteKind = 'delete' | 'update';
 
@@ -82,6 +84,7 @@ class Collector implements RuleContext {
   readonly hidden = new Map<WriteKind, string>();
   /** the node of the statement being walked whose command tag the client gets (null inside bodies) */
   root: PgNode | null = null;
+  txControl = false;
 
   call(name: string): void {
     const n = name.toLowerCase();
@@ -115,12 +118,12 @@ class Collector implements RuleContext {
   }
 
   toAnalysis(literalsRead = this.nested): Analysis {
-    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, literalsRead, calls: this.calls, writes: { top: this.top, hidden: this.hidden } };
+    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, literalsRead, calls: this.calls, writes: { top: this.top, hidden: this.hidden, txControl: this.txControl } };
   }
 }
 
 const cache = new Lru<string, Analysis>(2000);
-const NO_WRITES: Writes = { top: new Set(), hidden: new Map() };
+const NO_WRITES: Writes = { top: new Set(), hidden: new Map(), txControl: false };
 
 /** the node inside a statement wrapper (`{ DeleteStmt: {...} }` -> the DeleteStmt) */
 function rootOf(stmt: PgNode | undefined): PgNode | null {
@@ -275,6 +278,7 @@ function visit(v: unknown, c: Collector): void {
     const w = WRITES[key];
     if (w) c.write(w, child, key === 'DeleteStmt' ? 'DELETE' : 'UPDATE');
     else if (key === 'MergeStmt') mergeWrites(child, c);
+    else if (key === 'TransactionStmt') c.txControl = true;
     else namedFunctions[key]?.(child, c);
     return Boolean(special[key]?.(child, c));
   });

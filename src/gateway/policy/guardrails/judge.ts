@@ -175,6 +175,11 @@ export class Rules {
         return { action: 'deny', rule: 'max_rows', message: `blocked by guardrail max_rows: ${what} does not report how many rows it changes, so the limit of ${this.maxRows[kind]} cannot be enforced; run the ${kind.toUpperCase()} as a statement of its own` };
       }
     }
+    // the gateway undoes an over-limit DELETE with its own transaction or savepoint: a COMMIT
+    // or ROLLBACK in the same query would end it before the count is known
+    if (a.writes.txControl && this.#guarded(a)) {
+      return { action: 'deny', rule: 'max_rows', message: 'blocked by guardrail max_rows: a DELETE or UPDATE cannot share a query with BEGIN, COMMIT, ROLLBACK or SAVEPOINT on this connection; send it as a query of its own' };
+    }
     if (withPatterns && this.patterns.length > 0) {
       for (const text of a.texts) {
         const [spaced, compact] = normalizeForPatterns(text);
