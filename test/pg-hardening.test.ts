@@ -143,7 +143,7 @@ test('startup: a Terminate pipelined behind the startup message ends the session
   await withGateway({}, async (gw) => {
     const s = net.connect(gw.port, '127.0.0.1');
     const got: Buffer[] = [];
-    s.on('data', (d) => got.push(d));
+    s.on('data', (d: Buffer) => got.push(d));
     await new Promise((r) => s.once('connect', r));
     s.write(Buffer.concat([startupMessage([['user', 'x'], ['database', 'app']]), Buffer.from([0x58, 0, 0, 0, 4])]));
     await new Promise((r) => s.once('close', r));

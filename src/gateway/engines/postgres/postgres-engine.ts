@@ -33,6 +33,7 @@ import {
 import { Outbox } from './outbox.ts';
 import { loginToTarget, openTarget, TargetLoginError, type TargetChannel, type TargetSession } from './target-login.ts';
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
+import { startupParams } from './startup-params.ts';
 import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Screen, type Verdict } from './policy.ts';
 import { Catalog, mayChangeCatalog } from './catalog.ts';
 import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
@@ -44,8 +45,6 @@ const HELD_BUFFER = 1024 * 1024;
 /** the server's own allocation limit for one value is 1 GiB */
 const MAX_TARGET_MESSAGE = 1024 * 1024 * 1024;
 
-/** startup parameters passed on to the target; anything else (options, replication, ...) is dropped */
-const FORWARDED_PARAMS = new Set(['application_name', 'client_encoding', 'datestyle', 'timezone', 'intervalstyle', 'extra_float_digits', 'search_path']);
 
 interface StmtInfo {
   text: string;
@@ -859,17 +858,12 @@ class PostgresEngine implements Engine {
   private async login(minor: number, clientParams: Map<string, string>): Promise<void> {
     const ctx = this.ctx;
     const t = ctx.connection.target;
-    const params: Array<[string, string]> = [];
-    const unrecognized: string[] = [];
-    let clientDb: string | undefined;
-    for (const [k, v] of clientParams) {
-      const lk = k.toLowerCase();
-      if (lk === 'database') clientDb = v;
-      else if (k.startsWith('_pq_.')) unrecognized.push(k);
-      else if (lk === 'hoop.detach_reviews') this.reviewDetach = ['on', 'true', '1', 'yes'].includes(v.toLowerCase());
-      else if (lk === 'hoop.review') this.reviewResume = v;
-      else if (FORWARDED_PARAMS.has(lk)) params.push([k, v]);
-    }
+    // GUCs go on but for a deny-list of what would bypass policy (startup-params.ts)
+    const { params, unrecognized, database: clientDb, hoop, dropped } = startupParams(clientParams);
+    const detach = hoop.get('hoop.detach_reviews');
+    if (detach !== undefined) this.reviewDetach = ['on', 'true', '1', 'yes'].includes(detach.toLowerCase());
+    this.reviewResume = hoop.get('hoop.review') ?? null;
+    if (dropped.length > 0) ctx.log.info({ dropped }, 'startup parameters not forwarded to the target');
     const user = t.user ?? 'postgres';
     const database = (t.allow_client_database && clientDb) || t.database || user;
     let session: TargetSession;
