@@ -263,6 +263,7 @@ class PostgresEngine implements Engine {
 
   terminate(reason: string): void {
     if (this.closed || !this.client) return;
+    this.cancelInFlight(reason);
     this.clientOut.push(errorResponse('FATAL', '57P01', reason || 'terminating connection'));
     this.flushClient();
     this.close();
@@ -836,6 +837,28 @@ class PostgresEngine implements Engine {
     return this.connectTarget();
   }
 
+  /**
+   * Lease end (issue 10 §4): closing the target connection does not stop a running statement
+   * (the backend notices the closed socket only when it next reads or writes), so a statement
+   * that sleeps and then writes would still commit. When the target has not answered
+   * everything yet, a CancelRequest with the real backend key goes out on a new connection
+   * first; the Terminate that close() sends is read after the cancelled statement.
+   */
+  private cancelInFlight(reason: string): void {
+    const key = this.backend;
+    if (!key || !this.ops.some((o) => o.kind !== 'synthetic' && o.kind !== 'barrier')) return;
+    this.ctx.audit('query.cancelled', { reason });
+    void this.connectTarget().then(({ socket: s }) => new Promise<void>((resolve) => {
+      s.once('error', () => resolve());
+      s.once('close', () => resolve());
+      s.end(cancelRequest(key.pid, key.secret));
+      setTimeout(() => { s.destroy(); resolve(); }, 5000).unref();
+    })).catch((err: Error) => this.ctx.log.warn({ err: err.message }, 'cancelling the running statement at lease end failed'));
+  }
+
+  /** the real backend's key (for cancelling at lease end) */
+  private backend: { pid: number; secret: number } | null = null;
+
   private async forwardCancel(pid: number, secret: number): Promise<void> {
     const entry = lookupBackend(pid, secret);
     try {
@@ -894,6 +917,7 @@ class PostgresEngine implements Engine {
     if (this.policy.mask?.columnRules) this.catalog = Catalog.for({ target: t, user, password: ctx.secret.password, database, tls: session.tls });
     const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret, withdraw: () => this.withdraw() });
     this.releaseKey = key.release;
+    this.backend = { pid: session.pid, secret: session.secret };
     this.txStatus = session.txStatus;
 
     if (minor > 0 || unrecognized.length > 0) this.clientOut.push(negotiateProtocolVersion(unrecognized));
