@@ -354,7 +354,7 @@ describe('SFTP tap', () => {
 
 describe('command patterns, host keys, terminal sanitizer', () => {
   test('patterns match the line and each simple command in it; deny wins over review', () => {
-    const p = new CommandPolicy({ deny: [], review: [], deny_patterns: ['rm\\s+-rf\\s+/'], review_patterns: ['^sudo\\b'] });
+    const p = new CommandPolicy({ deny: [], review: [], deny_functions: [], deny_patterns: ['rm\\s+-rf\\s+/'], review_patterns: ['^sudo\\b'] });
     assert.deepEqual(p.judge('ls'), { action: 'allow' });
     assert.equal(p.judge('RM  -RF /var').action, 'deny');
     assert.equal(p.judge('cd /tmp && sudo ls').action, 'review');

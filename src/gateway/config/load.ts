@@ -171,6 +171,8 @@ function checkTarget(file: string, at: string, c: ConnectionConfig, env: NodeJS.
       // the named rules are SQL rules: on a shell they would mean nothing, silently
       if (c.guardrails.deny.length) throw new ConfigError(file, `${at}.guardrails.deny`, 'names SQL rules, which only apply to type postgres: use deny_patterns (regexes on commands) for ssh');
       if (c.guardrails.review.length) throw new ConfigError(file, `${at}.guardrails.review`, 'names SQL rules, which only apply to type postgres: use review_patterns (regexes on commands) for ssh');
+      if (c.guardrails.deny_functions.length) throw new ConfigError(file, `${at}.guardrails.deny_functions`, 'names SQL functions, which only apply to type postgres: use deny_patterns (regexes on commands) for ssh');
+      if (c.guardrails.max_rows) throw new ConfigError(file, `${at}.guardrails.max_rows`, 'limits SQL statements, which only apply to type postgres');
     } else if (c.type === 'postgres') {
       if (c.guardrails.review_patterns?.length) throw new ConfigError(file, `${at}.guardrails.review_patterns`, 'is only supported for type ssh: use guardrails.review (SQL rules) for postgres');
     } else throw new ConfigError(file, `${at}.guardrails`, `is only supported for types postgres and ssh (this connection is ${c.type})`);

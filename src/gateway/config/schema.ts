@@ -99,6 +99,10 @@ const connection = z.strictObject({
     deny: z.array(z.enum(GUARDRAIL_RULES)).default([]),
     review: z.array(z.enum(GUARDRAIL_RULES)).default([]),
     deny_patterns: z.array(regex).default([]),
+    /** functions no statement may call, matched on the parse tree (any schema, quoting, case; known wrappers too) */
+    deny_functions: z.array(z.string().regex(/^([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*$/, 'must be a function name, e.g. pg_sleep (a schema prefix is ignored)')).default([]),
+    /** a DELETE / UPDATE affecting more rows than this is rolled back with an error (default: no limit) */
+    max_rows: z.strictObject({ delete: z.number().int().min(0).optional(), update: z.number().int().min(0).optional() }).optional(),
     /** ssh: commands (exec, typed lines) matching one of these wait for a reviewer's approval */
     review_patterns: z.array(regex).optional(),
   }).optional(),
