@@ -5,7 +5,7 @@
 #   bash bench/run.sh [startup] [idle] [iperf] [connsetup] [pgbench] [bulk]     (none = all; npm run bench)
 #
 # Needs: bench/setup.sh once (iperf3 socat pgbouncer haproxy hyperfine from Debian), PostgreSQL 15
-# binaries (initdb pg_ctl psql pgbench), Node >= 22.13 as `node` on PATH (or NODE=/path/to/node).
+# binaries (initdb pg_ctl psql pgbench), Node >= 22.18 as `node` on PATH (or NODE=/path/to/node).
 # Knobs (env): BENCH_RUNS=3  IPERF_T=5  PGB_T=6  PGBC_T=6  STARTUP_RUNS=20  IDLE_N=1000
 #   (the defaults keep a full run near 10 minutes on 2 cores; PGB_T=10 PGBC_T=10 adds ~4 minutes)
 #              BENCH_DIR=/tmp/hoop-bench (PostgreSQL cluster kept between runs, runs/<date>/ results)  BENCH_KEEP=1
@@ -32,8 +32,8 @@ ALL="startup idle iperf connsetup pgbench bulk"
 SECTIONS=${*:-$ALL}
 for s in $SECTIONS; do [[ " $ALL " == *" $s "* ]] || die "unknown benchmark '$s' (one of: $ALL)"; done
 NODE=${NODE:-node}
-"$NODE" -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>22||(a===22&&b>=13)?0:1)' 2>/dev/null \
-  || die "needs Node >= 22.13 as 'node' on PATH or NODE=... (found $("$NODE" --version 2>/dev/null || echo none))"
+"$NODE" -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>22||(a===22&&b>=18)?0:1)' 2>/dev/null \
+  || die "needs Node >= 22.18 as 'node' on PATH or NODE=... (found $("$NODE" --version 2>/dev/null || echo none))"
 NODE=$(command -v "$NODE")
 [ "$(ulimit -n)" -ge 8192 ] 2>/dev/null || ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 

@@ -10,7 +10,7 @@ _hoopctl() {
     logout) opts="--gateway --json" ;;
     whoami) opts="--gateway --json" ;;
     connections|ls) opts="--gateway --json" ;;
-    connect) opts="--port -p --duration -d --reason -r --new-lease --gateway --json" ;;
+    connect) opts="--port -p --duration -d --reason -r --new-lease --socket-dir --any-local-user --gateway --json" ;;
     leases) opts="--all -a --gateway --json" ;;
     revoke) opts="--gateway --json" ;;
     reviews) opts="--mine --all -a --watch -w --gateway --json" ;;

@@ -15,7 +15,7 @@ _hoopctl() {
     'approve:approve a review request\: a pending lease starts, a held statement runs (never your own request)'
     'reject:reject a review request\: the lease is refused, or the held statement gets an error'
     'sessions:list recorded sessions (yours; admins may pass --user)'
-    'replay:replay a session'\''s recording\: statements, masked results, blocked statements, with the original timing'
+    'replay:replay a session'\''s recording\: statements, masked results, blocked statements, or an ssh terminal, with the original timing'
     'audit:the gateway'\''s audit log\: leases, sessions, blocked statements (admins)'
     'exec:run SQL on a connection through the gateway (-c, -f or stdin), or wrap a command\: exec <conn> -- <command>'
     'mcp:MCP server on stdio for AI agents\: tools list_connections and query (same policy as exec)'
@@ -37,7 +37,7 @@ _hoopctl() {
     (connections|ls)
       _arguments '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (connect)
-      _arguments '(--port -p)'{--port,-p}'[local port (default\: the type'\''s usual port + 10000, or a free one)]:value:' '(--duration -d)'{--duration,-d}'[lease duration, e.g. 30m (clamped to the connection'\''s lease.max)]:value:' '(--reason -r)'{--reason,-r}'[why you need access (recorded, shown to reviewers)]:value:' '--new-lease[take a fresh lease even if an active one exists]' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print the listener and lease as JSON lines]' '*:arg:' ;;
+      _arguments '(--port -p)'{--port,-p}'[local port (default by type\: postgres 5433, ssh 2222, http 8080, tcp 9000; a free one when that is taken)]:value:' '(--duration -d)'{--duration,-d}'[lease duration, e.g. 30m (clamped to the connection'\''s lease.max)]:value:' '(--reason -r)'{--reason,-r}'[why you need access (recorded, shown to reviewers)]:value:' '--new-lease[take a fresh lease even if an active one exists]' '--socket-dir[listen on a Unix-domain socket in this folder (made 0700) instead of a TCP port\: only you can connect, on any OS (psql -h <dir> -p <port>)]:value:' '--any-local-user[do not check which local user opens a TCP connection (Linux checks by default; other users could ride your lease)]' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print the listener and lease as JSON lines]' '*:arg:' ;;
     (leases)
       _arguments '(--all -a)'{--all,-a}'[every user'\''s leases (admins)]' '--gateway[gateway URL (default\: HOOP_GATEWAY or the last login)]:value:' '--json[print as JSON]' '*:arg:' ;;
     (revoke)

@@ -87,7 +87,7 @@ const BAD: Array<[string, string, string, NodeJS.ProcessEnv?]> = [
   ['unknown type', `${AUTH}connections:\n  - { name: x, type: mysql, target: { port: 1 }, access: { groups: [a] } }\n`,
     'hoopctl: FILE: connections[0].type: must be one of "postgres", "ssh", "tcp", "http" (got "mysql")'],
   ['unknown key', `${AUTH}listen: 127.0.0.1:8009\nlisten_port: 8009\n`,
-    'hoopctl: FILE: listen_port: unknown key (check the spelling; see PRODUCT.md for the keys)'],
+    'hoopctl: FILE: listen_port: unknown key (check the spelling; the keys are in docs/PRODUCT.md and the README)'],
   ['missing password env', conn(''),
     'hoopctl: FILE: connections[0].target.password_env: environment variable DB_PW is not set (the gateway reads the target\'s password from it)'],
   ['bad duration', conn('    lease: { default: 30 minutes, max: 2h }\n'),
@@ -129,4 +129,18 @@ test('config: a good config passes --check', () => {
   const r = checkConfig(conn('    masking: { columns: [email], detectors: [email, ssn] }\n'), { DB_PW: 'x' });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /: ok \(1 connections\)/);
+});
+
+test('output into a closed pipe ends quietly with exit 0 (`hoopctl … | head -1`)', async () => {
+  const { spawn } = await import('node:child_process');
+  // a shell pipeline as users write it, and a reader that is gone before the first write
+  const viaHead = spawnSync('bash', ['-c', `set -o pipefail; for i in 1 2 3 4 5; do '${process.execPath}' '${BIN}' completion zsh; done | head -c 10 >/dev/null; echo "\${PIPESTATUS[0]}"`], { encoding: 'utf8' });
+  assert.doesNotMatch(viaHead.stderr, /EPIPE|Error|at /);
+  const p = spawn(process.execPath, [BIN, 'completion', 'bash'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  p.stdout.destroy();
+  let err = '';
+  p.stderr.on('data', (d) => { err += d; });
+  const code = await new Promise((r) => p.on('close', r));
+  assert.equal(code, 0, err);
+  assert.doesNotMatch(err, /EPIPE|Error/);
 });

@@ -93,3 +93,27 @@ test('demo: closing its terminal (SIGHUP) stops the gateway and the throwaway da
     rmSync(demo.dir, { recursive: true, force: true });
   }
 });
+
+test('demo under `2>&1 | tee log` and Ctrl-C: the database stops and the demo\'s own folder is removed', async () => {
+  const port = await freePort();
+  const log = join(mkdtempSync(join(tmpdir(), 'hoop-demo-tee-')), 'demo.log');
+  // its own process group, as a terminal's Ctrl-C reaches both demo and tee
+  const sh = spawn('bash', ['-c', `'${process.execPath}' '${BIN}' demo --port ${port} 2>&1 | tee '${log}'`], { detached: true, stdio: 'ignore', env: { ...process.env, HOOP_LOG_LEVEL: 'warn', NO_COLOR: '1' } });
+  const done = new Promise((r) => sh.on('close', r));
+  const { readFileSync } = await import('node:fs');
+  const text = () => { try { return readFileSync(log, 'utf8'); } catch { return ''; } };
+  const deadline = Date.now() + 90_000;
+  while (!/hoopctl demo is running/.test(text())) {
+    assert.ok(Date.now() < deadline, `demo did not start: ${text()}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const dir = /config (\/\S+)\/gateway\.yaml/.exec(text())![1];
+  const pgPid = Number(readFileSync(join(dir, 'postgres', 'pgdata', 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const alive = () => { try { process.kill(pgPid, 0); return true; } catch { return false; } };
+  assert.ok(alive(), 'the demo database runs');
+  process.kill(-sh.pid!, 'SIGINT');
+  await done;
+  for (let i = 0; i < 100 && (existsSync(dir) || alive()); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(!alive(), 'the demo database was stopped');
+  assert.ok(!existsSync(dir), 'the folder the demo made is gone');
+});

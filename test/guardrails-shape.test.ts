@@ -24,7 +24,7 @@ before(async () => {
   await initGuardrails();
 });
 
-const cfg = (c: Partial<GuardrailsConfig>): GuardrailsConfig => ({ deny: [], review: [], deny_patterns: [], ...c });
+const cfg = (c: Partial<GuardrailsConfig>): GuardrailsConfig => ({ deny: [], review: [], deny_patterns: [], deny_functions: [], ...c });
 
 /** The key with each cut-out literal shown as ?i ?f ?d ?s. */
 const shown = (sql: string) => sqlShape(sql)?.key.replace(/\0/g, '?');

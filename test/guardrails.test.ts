@@ -15,7 +15,7 @@ before(async () => {
   await initGuardrails(); // idempotent
 });
 
-const cfg = (c: Partial<GuardrailsConfig>): GuardrailsConfig => ({ deny: [], review: [], deny_patterns: [], ...c });
+const cfg = (c: Partial<GuardrailsConfig>): GuardrailsConfig => ({ deny: [], review: [], deny_patterns: [], deny_functions: [], ...c });
 const session = (c: Partial<GuardrailsConfig>) => new GuardrailSession(compileGuardrails(cfg(c)));
 const judge = (c: Partial<GuardrailsConfig>, sql: string) => session(c).judge(sql);
 

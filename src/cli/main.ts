@@ -6,6 +6,7 @@ import { Command, Option, CommanderError } from 'commander';
 import { VERSION } from '../version.ts';
 import { exitCodeTable, ExitCode } from '../errors.ts';
 import { out, reportError } from './output.ts';
+import { defaultPortsText } from './ports.ts';
 
 export function buildProgram(): Command {
   const program = new Command('hoopctl')
@@ -55,10 +56,12 @@ export function buildProgram(): Command {
   program.command('connect')
     .description('lease a connection and open a local port that tunnels to it through the gateway')
     .argument('<conn>', 'connection name (see `hoopctl connections`)')
-    .option('-p, --port <n>', 'local port (default: the type\'s usual port + 10000, or a free one)')
+    .option('-p, --port <n>', `local port (default by type: ${defaultPortsText}; a free one when that is taken)`)
     .option('-d, --duration <dur>', 'lease duration, e.g. 30m (clamped to the connection\'s lease.max)')
     .option('-r, --reason <text>', 'why you need access (recorded, shown to reviewers)')
     .option('--new-lease', 'take a fresh lease even if an active one exists')
+    .option('--socket-dir <dir>', 'listen on a Unix-domain socket in this folder (made 0700) instead of a TCP port: only you can connect, on any OS (psql -h <dir> -p <port>)')
+    .option('--any-local-user', 'do not check which local user opens a TCP connection (Linux checks by default; other users could ride your lease)')
     .addOption(gatewayOpt())
     .option('--json', 'print the listener and lease as JSON lines')
     .action(run(() => import('./commands/connect.ts')));
@@ -120,7 +123,7 @@ export function buildProgram(): Command {
     .action(run(() => import('./commands/sessions-verify.ts')));
 
   program.command('replay')
-    .description('replay a session\'s recording: statements, masked results, blocked statements, with the original timing')
+    .description('replay a session\'s recording: statements, masked results, blocked statements, or an ssh terminal, with the original timing')
     .argument('<session-id>', 'see `hoopctl sessions`')
     .option('--speed <n>', 'play faster (2) or slower (0.5); implies --timing')
     .option('--timing', 'pause between events even when stdout is not a terminal')
@@ -197,7 +200,23 @@ again with --review <id>. SIGTERM cancels the running statement on the target.`)
   return program;
 }
 
+/**
+ * Output to a closed pipe (`hoopctl sessions | head -1`) ends the command quietly with exit 0, as
+ * for any Unix filter, in every command; without this Node throws EPIPE with a stack trace. A
+ * long-running command (`out.persistent`: demo, gateway, connect) keeps running with its output
+ * gone instead: the demo must still stop its database, the gateway keep serving.
+ */
+function quietOnClosedPipe(): void {
+  for (const s of [process.stdout, process.stderr]) {
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      if (!out.persistent) process.exit(0);
+    });
+  }
+}
+
 export async function main(argv = process.argv): Promise<void> {
+  quietOnClosedPipe();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

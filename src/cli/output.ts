@@ -15,6 +15,8 @@ export function inCi(env: NodeJS.ProcessEnv = process.env): boolean {
 
 export const out = {
   json: false,
+  /** a long-running command: a closed stdout/stderr does not end it (see main.ts) */
+  persistent: false,
   /** live (ink) views only on an interactive terminal outside CI */
   tty: Boolean(process.stdout.isTTY) && !inCi(),
 };

@@ -3,7 +3,7 @@
  * gateway URL). Where no keychain runs (headless Linux, CI), a 0600 file `tokens.json` in the
  * config dir, with a one-line warning — what `gh` does. HOOP_KEYCHAIN=off forces the file.
  */
-import { readFileSync, writeFileSync, renameSync, existsSync, chmodSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, renameSync, existsSync, chmodSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { settingsDir } from './settings.ts';
 
@@ -28,6 +28,12 @@ function fileBackend(): Backend {
   const file = join(settingsDir(), 'tokens.json');
   const readAll = (): Record<string, StoredTokens> => {
     if (!existsSync(file)) return {};
+    // a token file others can read (copied, restored from a backup): tightened, with a warning
+    const mode = statSync(file).mode & 0o777;
+    if (mode & 0o077) {
+      chmodSync(file, 0o600);
+      process.stderr.write(`warning: ${file} was readable by other users (mode ${mode.toString(8)}); changed to 600\n`);
+    }
     try { return JSON.parse(readFileSync(file, 'utf8')); } catch { return {}; }
   };
   const writeAll = (all: Record<string, StoredTokens>) => {

@@ -14,10 +14,24 @@ import { wsDuplex, TunnelClosed, CloseCode, type BridgeCounters, type WsDuplex }
 import { AccessDenied, AuthError, HoopError, Unreachable } from '../errors.ts';
 import { MuxChannel, MUX_PROTOCOL } from '../shared/mux.ts';
 import { isLoopback, type GatewayClient } from './gateway-client.ts';
+import { checkLocalPeer, peerCheckAvailable } from './local-peer.ts';
+import { refusePostgres } from '../shared/pg-refuse.ts';
+import { mkdirSync, chmodSync, lstatSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 export interface LeaseInfo { id: string; connection: string; status: string; expires_at: string; user: string }
 
 export interface TunnelStats { open: number; total: number; bytesUp: number; bytesDown: number; refused: number }
+
+export interface TunnelOptions {
+  /** the connection's type: a refused PostgreSQL client is told why in its own protocol */
+  type?: string;
+  /**
+   * Let any local user connect to the TCP port (no owner check). Only for platforms or setups
+   * where the check cannot work and the machine has no other users.
+   */
+  anyLocalUser?: boolean;
+}
 
 /** why the tunnel stopped: the lease ended (exit 4) or something else */
 export interface LeaseEnded { reason: string; code: number }
@@ -65,10 +79,17 @@ export class LocalTunnel extends EventEmitter {
     fromTunnel: (n) => { this.stats.bytesDown += n; },
   };
 
-  constructor(gw: GatewayClient, lease: LeaseInfo) {
+  readonly #type: string | undefined;
+  /** check the owner of each TCP connection (Linux); false on a Unix socket (its 0700 folder does) */
+  #checkPeer: boolean;
+  #socketPath: string | undefined;
+
+  constructor(gw: GatewayClient, lease: LeaseInfo, opts: TunnelOptions = {}) {
     super();
     this.#gw = gw;
     this.#lease = lease;
+    this.#type = opts.type;
+    this.#checkPeer = !opts.anyLocalUser && peerCheckAvailable();
     this.#wsUrl = `${gw.url.replace(/^http/, 'ws')}/tunnel/${encodeURIComponent(lease.connection)}`;
     this.#zeroMask = !maskNeeded(this.#wsUrl);
     this.#server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.#accept(s));
@@ -89,6 +110,36 @@ export class LocalTunnel extends EventEmitter {
       if (fallback && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') return tryListen(0);
       throw err;
     }
+  }
+
+  /** whether TCP connections from other local users are refused (false: say so to the user) */
+  get ownerOnly(): boolean {
+    return this.#checkPeer;
+  }
+
+  /**
+   * Listens on a Unix-domain socket in `dir` instead of TCP: the folder is made 0700 (created, or
+   * tightened with a warning), so only this user (and root) can connect on any platform. A
+   * PostgreSQL connection's socket is named as libpq expects (`psql -h DIR -p PORT`).
+   */
+  async listenUnix(dir: string, port: number): Promise<string> {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) throw new Error(`--socket-dir ${dir} is not a directory`);
+    if (typeof process.getuid === 'function' && st.uid !== process.getuid()) throw new Error(`--socket-dir ${dir} belongs to another user (uid ${st.uid})`);
+    if ((st.mode & 0o077) !== 0) {
+      chmodSync(dir, 0o700);
+      process.stderr.write(`warning: ${dir} was accessible to other users (mode ${(st.mode & 0o777).toString(8)}); changed to 0700\n`);
+    }
+    const path = join(dir, this.#type === 'postgres' ? `.s.PGSQL.${port}` : `hoop-${this.#lease.connection}.sock`);
+    rmSync(path, { force: true }); // a socket file left by a killed connect
+    this.#checkPeer = false;
+    this.#socketPath = path;
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(path, () => { this.#server.off('error', reject); resolve(); });
+    });
+    return path;
   }
 
   /** A tunnel token for the lease, fetched ahead of expiry and shared between connections. */
@@ -120,6 +171,26 @@ export class LocalTunnel extends EventEmitter {
   }
 
   #accept(socket: net.Socket): void {
+    if (!this.#checkPeer) return this.#admit(socket);
+    socket.on('error', () => {});
+    checkLocalPeer(socket).then((r) => {
+      if (r.ok) return this.#admit(socket);
+      this.#refuseLocal(socket, r.why);
+    }, (err: Error) => this.#refuseLocal(socket, `cannot check the local user: ${err.message}`));
+  }
+
+  /**
+   * Another local user's connection: closed before anything reaches the gateway; a PostgreSQL
+   * client reads why (SQLSTATE 28000), and `connect` prints it ('local-refused').
+   */
+  #refuseLocal(socket: net.Socket, why: string): void {
+    this.stats.refused++;
+    this.emit('local-refused', why);
+    const said = this.#type === 'postgres' ? refusePostgres(socket, '28000', `hoopctl: ${why}`) : Promise.resolve();
+    void said.then(() => socket.destroy());
+  }
+
+  #admit(socket: net.Socket): void {
     this.#sockets.add(socket);
     this.stats.open++;
     this.stats.total++;
@@ -280,7 +351,10 @@ export class LocalTunnel extends EventEmitter {
     for (const s of this.#sockets) s.destroy();
     // no close handshake on the way out: a busy peer must not hold the CLI for ws's 30 s timeout
     for (const ws of this.#websockets) ws.terminate();
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    return new Promise((resolve) => this.#server.close(() => {
+      if (this.#socketPath) rmSync(this.#socketPath, { force: true });
+      resolve();
+    }));
   }
 }
 

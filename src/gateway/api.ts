@@ -10,10 +10,12 @@ import type { LeaseService, Caller } from './session/leases.ts';
 import { mayUse } from './session/leases.ts';
 import type { TunnelTokens } from './session/tunnel-token.ts';
 import type { TokenVerifier } from './auth/verify.ts';
+import type { RevocationList } from './auth/revocations.ts';
 import type { Logger } from './log.ts';
-import { formatDuration, parseDuration } from './config/duration.ts';
+import { formatDuration } from './config/duration.ts';
 import { VERSION } from '../version.ts';
 import { reviewView, type ReviewService } from './session/reviews.ts';
+import { bodies, queries, check, queryObject } from './api-input.ts';
 
 export interface ApiDeps {
   cfg: GatewayConfig;
@@ -23,6 +25,7 @@ export interface ApiDeps {
   reviews: ReviewService;
   tunnelTokens: TunnelTokens;
   verifier: TokenVerifier;
+  revocations: RevocationList;
   log: Logger;
 }
 
@@ -88,8 +91,8 @@ export function createApi(deps: ApiDeps) {
 
   const decide = (decision: 'approve' | 'reject'): Handler => async (req, _res, [id]) => {
     const c = await caller(req);
-    const body = await readJson(req);
-    const { review, result } = await reviews.decide(c, id, decision, body.reason);
+    const body = check(bodies.decide, await readJson(req), 'body');
+    const { review, result } = await reviews.decide(c, id, decision, body.reason ?? undefined);
     return { result, review: reviewView(review, c, reviews) };
   };
 
@@ -99,6 +102,10 @@ export function createApi(deps: ApiDeps) {
   }
 
   type Handler = (req: IncomingMessage, res: ServerResponse, params: string[], url: URL) => Promise<unknown>;
+  /** a handler that reads the query string checks it with its own schema; every other route takes none */
+  const withQuery = (h: Handler): Handler => Object.assign(h, { ownQuery: true });
+  /** a POST that takes no body: nothing, or `{}` */
+  const noBody = (h: Handler): Handler => async (req, res, p, url) => { check(bodies.none, await readJson(req), 'body'); return h(req, res, p, url); };
   const routes: Array<[string, RegExp, Handler]> = [
     ['GET', /^\/healthz$/, async () => ({ ok: true, version: VERSION, store: store.kind })],
     ['GET', /^\/\.well-known\/hoop-configuration$/, async () => ({
@@ -109,6 +116,14 @@ export function createApi(deps: ApiDeps) {
       const id = await verifier.verify(bearer(req));
       return { sub: id.sub, groups: id.groups, admin: id.groups.some((g) => cfg.auth.admins.includes(g)), client_id: id.clientId ?? null, expires_at: id.exp ? new Date(id.exp * 1000).toISOString() : null, gateway: cfg.public_url, issuer: deps.issuer };
     }],
+    // `hoopctl logout`: the caller's own access token is refused from now on, by every replica
+    ['POST', /^\/api\/logout$/, noBody(async (req) => {
+      const token = bearer(req);
+      const id = await verifier.verify(token);
+      const exp = id.exp ? id.exp * 1000 : Date.now() + 86_400_000;
+      await deps.revocations.revoke(token, exp + 60_000); // + the verifier's clock tolerance
+      return { revoked: true, sub: id.sub, until: new Date(exp).toISOString() };
+    })],
     ['GET', /^\/api\/connections$/, async (req) => {
       const c = await caller(req);
       return {
@@ -116,59 +131,58 @@ export function createApi(deps: ApiDeps) {
           name: x.name, type: x.type, ...(x.target.database ? { database: x.target.database } : {}), review: Boolean(x.review), review_groups: x.review?.groups ?? [],
           lease_default: formatDuration(x.lease.default), lease_max: formatDuration(x.lease.max),
           guardrails: Boolean(x.guardrails), masking: Boolean(x.masking),
+          // ssh: the account on the target and the gateway's host key, so `hoopctl connect` can
+          // print a command whose host key is already known (never trust-on-first-use by users)
+          ...(x.type === 'ssh' ? { user: x.target.user, host_key: cfg.secrets.get(x.name)?.gatewayHostKey?.public ?? null } : {}),
         })),
       };
     }],
     ['POST', /^\/api\/leases$/, async (req, res) => {
       const c = await caller(req);
-      const body = await readJson(req);
-      if (typeof body.connection !== 'string' || !body.connection) throw new UsageError('"connection" (a connection name) is required');
-      const lease = await leases.request(c, { connection: body.connection, duration: body.duration as string | undefined, reason: body.reason as string | undefined, new: Boolean(body.new) });
+      const body = check(bodies.createLease, await readJson(req), 'body');
+      const lease = await leases.request(c, { connection: body.connection, duration: body.duration ?? undefined, reason: body.reason ?? undefined, new: Boolean(body.new) });
       res.statusCode = lease.reused ? 200 : 201;
-      return { ...(await leaseWithReview(lease, c)), reused: lease.reused };
+      return { ...(await leaseWithReview(lease, c)), reused: lease.reused, ...(lease.clamped ? { clamped: lease.clamped } : {}), ...(lease.reasonUpdated ? { reason_updated: true } : {}) };
     }],
-    ['GET', /^\/api\/leases$/, async (req, _res, _p, url) => {
+    ['GET', /^\/api\/leases$/, withQuery(async (req, _res, _p, url) => {
       const c = await caller(req);
-      const list = await leases.list(c, url.searchParams.get('all') === '1' || url.searchParams.get('all') === 'true');
+      const q = check(queries.listLeases, queryObject(url), 'query');
+      const list = await leases.list(c, q.all);
       return { leases: list.map((l) => leaseView(l)) };
-    }],
+    })],
     ['GET', /^\/api\/leases\/([\w-]+)$/, async (req, _res, [id]) => {
       const c = await caller(req);
       return leaseWithReview(await leases.get(c, id), c);
     }],
     // long poll: answers as soon as the lease is no longer pending (approved, rejected, timed
     // out, withdrawn), or after timeout_ms with it still pending; the CLI asks again
-    ['GET', /^\/api\/leases\/([\w-]+)\/wait$/, async (req, _res, [id], url) => {
+    ['GET', /^\/api\/leases\/([\w-]+)\/wait$/, withQuery(async (req, _res, [id], url) => {
       const c = await caller(req);
-      const raw = url.searchParams.get('timeout_ms') ?? '25000';
-      const timeout = Number(raw);
-      if (!/^\d+$/.test(raw) || timeout > MAX_WAIT_MS) throw new UsageError(`timeout_ms must be a whole number of milliseconds up to ${MAX_WAIT_MS} (got ${JSON.stringify(raw)})`);
+      const timeout = Math.min(check(queries.waitLease, queryObject(url), 'query').timeout_ms, MAX_WAIT_MS);
       const first = await leases.get(c, id);
       const gone = new AbortController();
       req.once('close', () => gone.abort());
       const done = first.status !== 'pending' ? first
         : await reviews.waitUntil(async () => { const l = await leases.get(c, id); return l.status !== 'pending' ? l : undefined; }, timeout, gone.signal);
       return leaseWithReview(done ?? await leases.get(c, id), c);
-    }],
-    ['POST', /^\/api\/leases\/([\w-]+)\/revoke$/, async (req, _res, [id]) => leaseView(await leases.revoke(await caller(req), id))],
-    ['POST', /^\/api\/leases\/([\w-]+)\/tunnel-token$/, async (req, _res, [id]) => {
+    })],
+    ['POST', /^\/api\/leases\/([\w-]+)\/revoke$/, noBody(async (req, _res, [id]) => leaseView(await leases.revoke(await caller(req), id)))],
+    ['POST', /^\/api\/leases\/([\w-]+)\/tunnel-token$/, noBody(async (req, _res, [id]) => {
       const c = await caller(req);
       const l = await leases.get(c, id);
       if (l.user !== c.sub) throw new AccessDenied(`lease ${id} belongs to ${l.user}; only its owner may open tunnels`);
       if (l.status !== 'active') throw new AccessDenied(`lease ${id} is ${l.status}`, { code: `lease_${l.status}` });
       const exp = Math.min(Date.now() + cfg.tunnel_token_ttl, l.expiresAt);
       return { token: await deps.tunnelTokens.sign({ leaseId: l.id, user: l.user, connection: l.connection }, exp), expires_at: new Date(exp).toISOString(), lease: leaseView(l) };
-    }],
-    ['GET', /^\/api\/sessions$/, async (req, _res, _p, url) => {
+    })],
+    ['GET', /^\/api\/sessions$/, withQuery(async (req, _res, _p, url) => {
       const c = await caller(req);
-      const since = url.searchParams.get('since');
-      const sinceMs = since ? parseDuration(since) : undefined;
-      if (since && sinceMs === undefined) throw new UsageError(`invalid --since ${JSON.stringify(since)}: use e.g. 24h`);
-      const user = url.searchParams.get('user') ?? undefined;
+      const q = check(queries.listSessions, queryObject(url), 'query');
+      const user = q.user;
       if (user && user !== c.sub && !c.admin) throw new AccessDenied('only admins may list other users\' sessions');
-      const rows = await store.listSessions({ user: c.admin ? user : c.sub, connection: url.searchParams.get('conn') ?? undefined, since: sinceMs ? Date.now() - sinceMs : undefined });
+      const rows = await store.listSessions({ user: c.admin ? user : c.sub, connection: q.conn, since: q.since ? Date.now() - q.since : undefined });
       return { sessions: rows };
-    }],
+    })],
     ['GET', /^\/api\/sessions\/([\w-]+)$/, async (req, _res, [id]) => {
       const c = await caller(req);
       const s = await store.getSession(id);
@@ -206,28 +220,24 @@ export function createApi(deps: ApiDeps) {
       reviews.off('change', onChange);
       return STREAMED;
     }],
-    ['GET', /^\/api\/reviews$/, async (req, _res, _p, url) => {
+    ['GET', /^\/api\/reviews$/, withQuery(async (req, _res, _p, url) => {
       const c = await caller(req);
-      const flag = (k: string) => ['1', 'true'].includes(url.searchParams.get(k) ?? '');
-      const since = url.searchParams.get('since');
-      const sinceMs = since ? parseDuration(since) : undefined;
-      if (since && sinceMs === undefined) throw new UsageError(`invalid since ${JSON.stringify(since)}: use e.g. 24h`);
-      const list = await reviews.list(c, { mine: flag('mine'), all: flag('all'), since: sinceMs ? Date.now() - sinceMs : undefined });
+      const q = check(queries.listReviews, queryObject(url), 'query');
+      const list = await reviews.list(c, { mine: q.mine, all: q.all, since: q.since ? Date.now() - q.since : undefined });
       return { reviews: list.map((r) => reviewView(r, c, reviews)) };
-    }],
+    })],
     ['GET', /^\/api\/reviews\/([\w-]+)$/, async (req, _res, [id]) => {
       const c = await caller(req);
       return reviewView(await reviews.get(c, id), c, reviews);
     }],
     ['POST', /^\/api\/reviews\/([\w-]+)\/approve$/, decide('approve')],
     ['POST', /^\/api\/reviews\/([\w-]+)\/reject$/, decide('reject')],
-    ['GET', /^\/api\/audit$/, async (req, _res, _p, url) => {
+    ['GET', /^\/api\/audit$/, withQuery(async (req, _res, _p, url) => {
       const c = await caller(req);
       if (!c.admin) throw new AccessDenied(`the audit log needs an admin group (${cfg.auth.admins.join(', ') || 'none configured'})`);
-      const since = url.searchParams.get('since');
-      const sinceMs = since ? parseDuration(since) : undefined;
-      return { events: await store.listAudit({ since: sinceMs ? Date.now() - sinceMs : 0 }) };
-    }],
+      const q = check(queries.audit, queryObject(url), 'query');
+      return { events: await store.listAudit({ since: q.since ? Date.now() - q.since : 0 }) };
+    })],
   ];
 
   return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -239,6 +249,7 @@ export function createApi(deps: ApiDeps) {
         if (!m) continue;
         pathMatched = true;
         if (method !== req.method) continue;
+        if (!(h as { ownQuery?: boolean }).ownQuery && url.pathname.startsWith('/api/')) check(queries.none, queryObject(url), 'query');
         const body = await h(req, res, m.slice(1), url);
         if (body === STREAMED) return;
         return sendJson(res, res.statusCode && res.statusCode !== 200 ? res.statusCode : 200, body);

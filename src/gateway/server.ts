@@ -21,9 +21,12 @@ import { createApi, sendJson } from './api.ts';
 import { createTunnelUpgrade } from './transport/tunnel-upgrade.ts';
 import { sessionRowWriter } from './session/run-session.ts';
 import { createTokenVerifier } from './auth/verify.ts';
+import { RevocationList } from './auth/revocations.ts';
+import { startRecovery } from './session/recovery.ts';
 import type { DevIdp } from './idp/dev-idp.ts';
 import { CloseCode } from '../shared/ws-duplex.ts';
 import { ConfigError } from '../errors.ts';
+import { secureFolder } from './store/file-modes.ts';
 
 export interface Gateway {
   url: string;
@@ -57,6 +60,12 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   };
   await leases.start().catch(abort);
   await reviews.start().catch(abort);
+  // ssh connections present a persistent host key of the gateway's own (loaded before any tunnel)
+  if (cfg.connections.some((c) => c.type === 'ssh')) {
+    await import('./engines/ssh/gateway-keys.ts').then((m) => m.ensureGatewayHostKeys(cfg, store, log)).catch(abort);
+  }
+  // closes what a crashed gateway left open, and (shared store) beats this replica's heartbeat
+  const recovery = await startRecovery({ store, audit, log, shared: isPostgresUrl(cfg.store) }).catch(abort);
 
   let handler: http.RequestListener = (_req, res) => sendJson(res, 503, { error: 'starting', message: 'gateway is starting' });
   const server = cfg.tls
@@ -72,18 +81,23 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
   let devIdp: DevIdp | undefined;
   if (cfg.auth.issuer === 'dev') {
     const { createDevIdp } = await import('./idp/dev-idp.ts');
-    // Keys and state sit beside the SQLite file; with a PostgreSQL store, in data/ beside gateway.yaml.
-    // The dev IdP stays per replica (README: "Behaviour where PRODUCT.md is silent").
-    const dataDir = isPostgresUrl(cfg.store) ? resolve(cfg.baseDir, 'data')
-      : cfg.store !== 'sqlite::memory:' ? dirname(resolve(cfg.baseDir, cfg.store.slice('sqlite:'.length))) : undefined;
-    devIdp = await createDevIdp(cfg, { keysFile: dataDir ? resolve(dataDir, 'dev-idp-keys.json') : undefined }).catch((err) => { server.close(); return abort(err); });
+    // Keys and state sit beside the SQLite file; with a PostgreSQL store, in the store itself, so
+    // that every replica is one identity provider (a login on one is good on all).
+    const shared = isPostgresUrl(cfg.store) && store.idp ? store : undefined;
+    const dataDir = shared || cfg.store === 'sqlite::memory:' ? undefined : dirname(resolve(cfg.baseDir, cfg.store.slice('sqlite:'.length)));
+    devIdp = await (async () => {
+      if (dataDir) secureFolder(dataDir, ['dev-idp-keys.json', 'dev-idp-state.json'], log);
+      return createDevIdp(cfg, { keysFile: dataDir ? resolve(dataDir, 'dev-idp-keys.json') : undefined, shared });
+    })().catch((err) => { server.close(); return abort(err); });
   }
   const issuer = devIdp?.issuer ?? (cfg.auth.issuer as string);
   // dev tokens are checked against the embedded IdP's keys in-process (no HTTP to our own public_url)
-  const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks });
+  const revocations = new RevocationList(store, log);
+  await revocations.start(isPostgresUrl(cfg.store)).catch((err) => { server.close(); return abort(err); });
+  const verifier = createTokenVerifier({ issuer, audience: cfg.audience, groupsClaim: cfg.auth.groups_claim, jwks: devIdp?.jwks, isRevoked: (k) => revocations.has(k) });
   const tunnelTokens = await TunnelTokens.open(store, cfg.public_url).catch((err) => { server.close(); return abort(err); });
-  const api = createApi({ cfg, issuer, store, leases, reviews, tunnelTokens, verifier, log });
-  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, reviews, log, tunnelTokens, sessionRows });
+  const api = createApi({ cfg, issuer, store, leases, reviews, tunnelTokens, verifier, revocations, log });
+  const tunnels = createTunnelUpgrade({ cfg, store, audit, leases, reviews, log, tunnelTokens, sessionRows, replica: recovery.id });
 
   handler = (req, res) => {
     if (devIdp && (req.url === '/oidc' || req.url?.startsWith('/oidc/') || req.url?.startsWith('/oidc?'))) return devIdp.handle(req, res);
@@ -103,6 +117,8 @@ export async function startGateway(cfg: GatewayConfig, opts: { log?: Logger } = 
       closed ??= (async () => {
         leases.stop();
         reviews.stop();
+        revocations.stop();
+        recovery.stop();
         tunnels.closeAll(CloseCode.gatewayShutdown, 'gateway shutting down');
         await new Promise<void>((res) => { server.close(() => res()); server.closeAllConnections(); setTimeout(res, 2000).unref(); });
         await tunnels.settled(3000);

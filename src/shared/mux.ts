@@ -22,7 +22,9 @@
  * Flow control is per stream: a sender counts bytes not yet credited by WINDOW and its writer waits
  * (the fake socket's 'drain') above a high-water mark, so one slow reader holds back only its own
  * stream; a paused receiver queues what is in flight and credits nothing until it resumes, and a
- * peer that ignores its window is cut off at MAX_QUEUED.
+ * peer that ignores its window is cut off at MAX_QUEUED. Credit is checked too: a WINDOW taking a
+ * stream's credit beyond what the receiver may offer (MAX_CREDIT_AHEAD) closes the WebSocket, and
+ * at most `maxStreams` streams are open at once (an OPEN beyond is answered with CLOSE 4008).
  *
  * A MuxStream looks like the subset of a ws WebSocket that wsDuplex() uses (readyState, send,
  * close, terminate, pause, resume, 'message'/'close' events, _socket.writableLength and 'drain'),
@@ -63,6 +65,19 @@ const CHANNEL_EXTRA = 32 * 1024 * 1024;
 const FAST_STEP_MS = 1;
 /** what a paused stream may hold before the peer is deemed to ignore flow control */
 const MAX_QUEUED = WINDOW + MAX_EXTRA + 4 * 1024 * 1024;
+/**
+ * The most credit a receiver may have granted ahead of what it was sent: the extra window it
+ * grows a fast stream by (MAX_EXTRA). A WINDOW that takes a stream's credit past this is a peer
+ * granting itself window it was never offered (0xFFFFFFFF, then it stops reading: the sender
+ * would queue without bound), so it is a protocol error that closes the whole WebSocket.
+ */
+export const MAX_CREDIT_AHEAD = MAX_EXTRA;
+/**
+ * Streams open at once on one WebSocket (the gateway's side; HOOP_MUX_MAX_STREAMS). An OPEN
+ * beyond it is answered with a CLOSE naming the limit; the WebSocket and its other streams go on.
+ * The gateway's per-lease and per-user limits (lease.max_connections) are usually lower.
+ */
+export const MAX_STREAMS = Number(process.env.HOOP_MUX_MAX_STREAMS ?? 256);
 /** frames queued beyond this are sent at once rather than at the end of the loop turn */
 const FLUSH_AT = 1024 * 1024;
 const BINARY = { binary: true, compress: false } as const;
@@ -160,11 +175,14 @@ export class MuxStream extends EventEmitter {
     else this.#gone(code, reason);
   }
 
-  _credit(n: number): void {
+  /** false: the credit exceeds what the receiver could have offered (the channel fails) */
+  _credit(n: number): boolean {
     const g = this._socket;
     const before = g.writableLength;
     g.writableLength = before - n; // below zero: window granted ahead
+    if (g.writableLength < -MAX_CREDIT_AHEAD) return false;
     if (before >= DRAIN_BELOW && g.writableLength < DRAIN_BELOW) g.emit('drain');
+    return true;
   }
 
   #deliver(b: Buffer): void {
@@ -273,11 +291,16 @@ export class MuxChannel {
   #lastPeerId = 0;
   #closed = false;
   #budget = CHANNEL_EXTRA;
+  readonly #maxStreams: number;
 
-  /** `onOpen` (the gateway's side) receives each stream the peer opens; without it, OPEN is refused */
-  constructor(ws: WebSocket, opts: { onOpen?: (s: MuxStream) => void; writer?: FrameWriter } = {}) {
+  /**
+   * `onOpen` (the gateway's side) receives each stream the peer opens; without it, OPEN is
+   * refused. `maxStreams`: streams the peer may hold open at once (default MAX_STREAMS).
+   */
+  constructor(ws: WebSocket, opts: { onOpen?: (s: MuxStream) => void; writer?: FrameWriter; maxStreams?: number } = {}) {
     this.ws = ws;
     this.#onOpen = opts.onOpen;
+    this.#maxStreams = opts.maxStreams ?? MAX_STREAMS;
     this.#writer = opts.writer ?? 'ws';
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary) return this.#fail('text message on a multiplexed tunnel');
@@ -389,7 +412,7 @@ export class MuxChannel {
           break;
         case WINDOW_FRAME:
           if (len !== 4) return this.#fail('bad WINDOW frame');
-          this.#streams.get(id)?._credit(p.readUInt32BE(0));
+          if (this.#streams.get(id)?._credit(p.readUInt32BE(0)) === false) return this.#fail('WINDOW credit beyond the window offered');
           break;
         case EOF:
           this.#streams.get(id)?._eof();
@@ -402,6 +425,11 @@ export class MuxChannel {
           if (!this.#onOpen || id <= this.#lastPeerId) return this.#fail('unexpected OPEN frame');
           this.#lastPeerId = id;
           const s = new MuxStream(this, id);
+          if (this.#streams.size >= this.#maxStreams) {
+            // refused, not fatal: the client's other connections go on, and this one learns why
+            s.close(CloseCode.overLimit, `too many connections on one tunnel (limit ${this.#maxStreams})`);
+            break;
+          }
           this.#streams.set(id, s);
           this.#onOpen(s);
           break;

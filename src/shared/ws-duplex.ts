@@ -34,6 +34,8 @@ export const CloseCode = {
   engineError: 4005,
   gatewayShutdown: 4006,
   protocolError: 4007,
+  /** a connection refused for a limit (streams per tunnel, lease.max_connections, per user) */
+  overLimit: 4008,
 } as const;
 
 export class TunnelClosed extends Error {

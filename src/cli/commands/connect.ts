@@ -3,22 +3,57 @@
  * listen on 127.0.0.1 and tunnel each connection through the gateway until Ctrl-C or the lease
  * ends (exit 4 with the reason). The lease outlives this process: a later `connect` reuses it.
  */
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { authedClient } from '../../client/auth.ts';
+import { settingsDir } from '../../client/settings.ts';
 import { LocalTunnel, type LeaseInfo, type LeaseEnded } from '../../client/tunnel.ts';
 import { UsageError, ExitCode } from '../../errors.ts';
+import { CloseCode } from '../../shared/ws-duplex.ts';
 import { out, printJson, line, info } from '../output.ts';
 import { waitForLease, type PendingLease } from '../../client/reviews.ts';
 import type { GatewayClient } from '../../client/gateway-client.ts';
 
-interface Opts { port?: string; duration?: string; reason?: string; newLease?: boolean; gateway?: string; json?: boolean }
+interface Opts { port?: string; duration?: string; reason?: string; newLease?: boolean; socketDir?: string; anyLocalUser?: boolean; gateway?: string; json?: boolean }
 
-/** local ports clients expect, moved off the real service's port */
-export const DEFAULT_PORTS: Record<string, number> = { postgres: 5433, ssh: 2222, http: 8080, tcp: 9000 };
+import { DEFAULT_PORTS } from '../ports.ts';
+export { DEFAULT_PORTS };
 
-export function clientCommand(type: string, port: number, conn: { database?: string }): string {
+interface ConnView { name: string; type: string; database?: string; user?: string; host_key?: string | null }
+
+/** quotes a path for a POSIX shell when it needs it */
+function shq(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** the alias ssh files the gateway's host key of a connection under (HostKeyAlias) */
+export const hostAlias = (conn: string) => `hoop-${conn}`;
+
+/**
+ * Writes the gateway's host key for an ssh connection into the CLI's own known_hosts (one line
+ * per connection alias, replaced on each connect), so ssh checks it instead of asking the user
+ * to accept an unknown key. Returns the file.
+ */
+export function writeKnownHost(conn: string, hostKey: string): string {
+  const dir = settingsDir();
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'known_hosts');
+  let lines: string[] = [];
+  try { lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith(`${hostAlias(conn)} `)); } catch { /* first one */ }
+  lines.push(`${hostAlias(conn)} ${hostKey}`);
+  writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  return file;
+}
+
+/** the ssh options that make ssh, scp and sftp check the gateway's host key for `conn` */
+export function sshHostOptions(conn: string, knownHosts: string): string {
+  return `-o UserKnownHostsFile=${shq(knownHosts)} -o HostKeyAlias=${hostAlias(conn)}`;
+}
+
+export function clientCommand(type: string, port: number, conn: ConnView, knownHosts?: string): string {
   switch (type) {
     case 'postgres': return `psql "postgres://127.0.0.1:${port}/${conn.database ?? 'postgres'}"`;
-    case 'ssh': return `ssh -p ${port} 127.0.0.1`;
+    case 'ssh': return `ssh -p ${port}${knownHosts ? ` ${sshHostOptions(conn.name, knownHosts)}` : ''} ${conn.user ? `${conn.user}@` : ''}127.0.0.1`;
     case 'http': return `curl http://127.0.0.1:${port}/`;
     default: return `nc 127.0.0.1 ${port}`;
   }
@@ -29,12 +64,19 @@ export default async function connect(name: string, opts: Opts): Promise<number>
   if (opts.port !== undefined) {
     port = Number(opts.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number (got ${opts.port})`);
+    // before any lease is taken: a port we cannot listen on must not leave one behind
+    if (port !== 0 && !opts.socketDir) await portFree(port);
   }
   const gw = await authedClient(opts.gateway);
-  const { connections } = await gw.request<{ connections: Array<{ name: string; type: string; database?: string }> }>('GET', '/api/connections');
+  const { connections } = await gw.request<{ connections: ConnView[] }>('GET', '/api/connections');
   let lease = await gw.request<LeaseInfo & { reused: boolean; remaining: string }>('POST', '/api/leases', { connection: name, duration: opts.duration, reason: opts.reason, new: Boolean(opts.newLease) });
-  const conn = connections.find((c) => c.name === name) ?? { name, type: 'tcp' };
+  const conn: ConnView = connections.find((c) => c.name === name) ?? { name, type: 'tcp' };
   const emit = (v: Record<string, unknown>) => (out.json ? printJson(v) : undefined);
+  const notes = lease as { clamped?: { requested: string; max: string }; reason_updated?: boolean; duration?: string };
+  if (notes.clamped && !out.json) info(`hoopctl: --duration ${notes.clamped.requested} is above ${name}'s lease.max; the lease lasts ${notes.clamped.max}`);
+  if (lease.reused && !out.json) {
+    info(`hoopctl: reusing your active lease ${lease.id} on ${name}${opts.duration ? ' (its end stays as it was; --new-lease for a fresh one)' : ''}${notes.reason_updated ? `; its reason is now "${opts.reason}" (audited)` : ''}`);
+  }
 
   if (lease.status === 'pending') {
     const done = await awaitApproval(gw, name, lease as LeaseInfo & PendingLease, emit);
@@ -42,22 +84,44 @@ export default async function connect(name: string, opts: Opts): Promise<number>
     lease = { ...done, reused: false, remaining: '' } as typeof lease;
   }
 
-  const tunnel = new LocalTunnel(gw, lease);
+  const tunnel = new LocalTunnel(gw, lease, { type: conn.type, anyLocalUser: opts.anyLocalUser });
   await tunnel.token(); // fail now, not on the first client connection, if tunnels are refused
-  const bound = await tunnel.listen(port ?? DEFAULT_PORTS[conn.type] ?? 0, port === undefined);
+  let bound: number;
+  let command: string;
+  let socketPath: string | undefined;
   const wanted = port ?? DEFAULT_PORTS[conn.type];
-  const command = clientCommand(conn.type, bound, conn);
+  const knownHosts = conn.type === 'ssh' && conn.host_key ? writeKnownHost(name, conn.host_key) : undefined;
+  if (opts.socketDir) {
+    bound = port ?? DEFAULT_PORTS[conn.type] ?? 5432;
+    socketPath = await tunnel.listenUnix(opts.socketDir, bound);
+    command = conn.type === 'postgres' ? `psql "host=${opts.socketDir} port=${bound} dbname=${(conn as { database?: string }).database ?? 'postgres'}"` : `nc -U ${socketPath}`;
+  } else {
+    bound = await tunnel.listen(port ?? DEFAULT_PORTS[conn.type] ?? 0, port === undefined);
+    command = clientCommand(conn.type, bound, conn, knownHosts);
+  }
   const expiresAt = Date.parse(lease.expires_at);
 
   const view = out.tty && !out.json ? await (await import('../views/connect-view.ts')).showConnect({ name, type: conn.type, port: bound, command, lease, tunnel }) : undefined;
-  if (out.json) emit({ event: 'listening', connection: name, type: conn.type, address: `127.0.0.1:${bound}`, port: bound, command, lease });
+  if (out.json) emit({ event: 'listening', connection: name, type: conn.type, address: socketPath ?? `127.0.0.1:${bound}`, port: bound, command, lease, ...(knownHosts ? { known_hosts: knownHosts, host_key_alias: hostAlias(name) } : {}) });
   else if (!view) {
     if (wanted && bound !== wanted) line(`Port ${wanted} is in use; listening on ${bound} instead.`);
-    line(`Connected to ${name} (${conn.type}) on 127.0.0.1:${bound}; lease ${lease.id} ${lease.reused ? 'reused' : 'granted'}, ends ${lease.expires_at}`);
+    line(`Connected to ${name} (${conn.type}) on ${socketPath ?? `127.0.0.1:${bound}`}; lease ${lease.id} ${lease.reused ? 'reused' : 'granted'}, ends ${lease.expires_at}`);
     line(`Try: ${command}`);
+    if (knownHosts) line(`scp and sftp: -P ${bound} ${sshHostOptions(name, knownHosts)} (the gateway's host key for ${name} is in ${knownHosts})`);
     line('Press Ctrl-C to stop listening (the lease stays valid until it expires or is revoked).');
   }
   tunnel.on('refused', (err: Error) => { if (!view && !out.json) info(`connection refused by gateway: ${err.message}`); });
+  // what a client cannot always show (a closed stream has no message in most protocols)
+  tunnel.on('local-refused', (why: string) => { if (!view && !out.json) info(`refused a local connection: ${why}`); else if (out.json) emit({ event: 'local_refused', reason: why }); });
+  tunnel.on('closed-with-error', (err: { code: number; reason: string }) => {
+    if (err.code !== CloseCode.overLimit) return;
+    if (!view && !out.json) info(`connection refused by gateway: ${err.reason}`);
+    else if (out.json) emit({ event: 'connection_refused', reason: err.reason });
+  });
+  if (!socketPath && !tunnel.ownerOnly && !out.json) {
+    info(opts.anyLocalUser ? 'warning: --any-local-user: every local user can use this port and your lease'
+      : `warning: on ${process.platform} hoopctl cannot tell which local user connects to 127.0.0.1:${bound}; other users of this machine could use your lease (use --socket-dir DIR for a private socket)`);
+  }
 
   const ended = await new Promise<LeaseEnded | 'interrupted'>((resolve) => {
     const onSignal = () => resolve('interrupted');
@@ -130,4 +194,16 @@ async function awaitApproval(gw: GatewayClient, name: string, lease: LeaseInfo &
   if (out.json) emit({ event: 'approved', lease: done, review_id: reviewId });
   else if (!view) info(`Approved${done.review?.decided_by ? ` by ${done.review.decided_by}` : ''}${done.review?.decision_reason ? `: ${done.review.decision_reason}` : ''}.`);
   return done;
+}
+
+/** Exit 2 when `port` is taken on 127.0.0.1 (checked by binding it for a moment). */
+async function portFree(port: number): Promise<void> {
+  const net = await import('node:net');
+  await new Promise<void>((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' || err.code === 'EACCES'
+      ? new UsageError(`port ${port} on 127.0.0.1 is ${err.code === 'EACCES' ? 'not allowed for this user' : 'in use'}; no lease was taken`, { hint: 'pick another with --port, or leave --port out for the default (a free one when that is taken)' })
+      : err));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve()));
+  });
 }

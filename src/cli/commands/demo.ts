@@ -2,16 +2,18 @@
  * `hoopctl demo`: a gateway with the embedded store and dev IdP, a seeded demo PostgreSQL and a
  * config showing masking, blocking and review — then the commands to try, until Ctrl-C.
  */
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { UsageError } from '../../errors.ts';
-import { line, info, bold, dim } from '../output.ts';
+import { line, info, bold, dim, out } from '../output.ts';
 
 export default async function demo(opts: { port: string; dir?: string }): Promise<number> {
   const port = Number(opts.port);
   if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new UsageError(`--port must be a port number (got ${opts.port})`);
+  // `… | tee log` and Ctrl-C: the pipe closes first; the demo must still stop its database
+  out.persistent = true;
   const dir = opts.dir ? resolve(opts.dir) : mkdtempSync(join(tmpdir(), 'hoopctl-demo-'));
   mkdirSync(dir, { recursive: true });
   const [{ startDemoDatabase }, { demoConfig, DEMO_PASSWORD_ENV }, { parseConfig }, { startGateway }] = await Promise.all([
@@ -67,5 +69,7 @@ ${bold('Approve as bob, in a fourth terminal')} ${dim('(his own config dir, so a
   info('Stopping the demo...');
   await gw.close();
   await db.stop();
+  // a folder the demo made for itself goes with it (~47 MB of cluster); one given with --dir stays
+  if (!opts.dir) rmSync(dir, { recursive: true, force: true });
   return 0;
 }

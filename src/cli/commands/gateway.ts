@@ -1,6 +1,6 @@
 /** `hoopctl gateway --config gateway.yaml`: validate, start, stop on SIGTERM/SIGINT. */
 import { loadConfigFile } from '../../gateway/config/load.ts';
-import { line } from '../output.ts';
+import { line, out } from '../output.ts';
 
 export default async function gateway(opts: { config: string; check?: boolean }): Promise<number> {
   const cfg = loadConfigFile(opts.config);
@@ -8,6 +8,7 @@ export default async function gateway(opts: { config: string; check?: boolean })
     line(`${opts.config}: ok (${cfg.connections.length} connections)`);
     return 0;
   }
+  out.persistent = true; // its log's reader going away must not stop the gateway
   const { startGateway } = await import('../../gateway/server.ts');
   const gw = await startGateway(cfg);
   await new Promise<void>((resolve) => {

@@ -1,7 +1,8 @@
 /**
  * `hoopctl replay <session-id>`: a session's recording as a psql-like transcript (statements,
  * masked result rows, command tags, errors, blocked statements with their rule), as NDJSON, or as
- * an asciicast v2 file for `asciinema play`.
+ * an asciicast v2 file for `asciinema play`. An ssh session plays as its terminal showed it
+ * (views/terminal-replay.ts), with the engine's events as lines between.
  *
  * Timing: the text transcript pauses between events by their recorded time differences divided
  * by --speed, each pause capped at MAX_PAUSE_MS so an idle hour replays in seconds. Pauses happen
@@ -219,6 +220,7 @@ export default async function replay(id: string, opts: Opts): Promise<number> {
   }
 
   const delays = opts.timing === false ? entries.map(() => 0) : pauses(session.startedAt, entries, speed);
+  if (session.type === 'ssh') return replayTerminal(session, entries, events, delays, format, opts);
 
   if (format === 'asciicast') {
     const blocks = [sessionHeader(session, entries.length), ...events.map((ev, i) => ['', ...renderEvent(ev, entries[i].at, session.startedAt, prompt)])];
@@ -240,6 +242,41 @@ export default async function replay(id: string, opts: Opts): Promise<number> {
   for (let i = 0; i < entries.length; i++) {
     if (paced && delays[i] > 0) await sleep(delays[i]);
     process.stdout.write(`\n${renderEvent(events[i], entries[i].at, session.startedAt, prompt, paint).join('\n')}\n`);
+  }
+  return 0;
+}
+
+/**
+ * An ssh session: terminal output played as output (sanitized, views/terminal-replay.ts), the
+ * engine's events as transcript lines; asciicast carries output, input and resizes as such.
+ */
+async function replayTerminal(session: SessionView, entries: RecordingEntryView[], events: Event[], delays: number[], format: Format, opts: Opts): Promise<number> {
+  const { TerminalPlayer } = await import('../views/terminal-replay.ts');
+  const player = new TerminalPlayer();
+  const { width, height } = player.size(events);
+  const write = (s: string) => process.stdout.write(s);
+  if (format === 'asciicast') {
+    write(`${JSON.stringify({ version: 2, width, height, timestamp: Math.floor(session.startedAt / 1000), title: `hoopctl replay ${session.id} (${session.connection}, ${session.user})`, env: { TERM: 'xterm-256color' } })}\n`);
+    let t = 0;
+    const ev = (kind: string, data: string) => write(`${JSON.stringify([Math.round(t * 1000) / 1e6, kind, data])}\n`);
+    events.forEach((e, i) => {
+      t += delays[i];
+      const r = player.render(e);
+      if (r.out) ev('o', r.out);
+      if (r.input) ev('i', r.input);
+      if (r.resize) ev('r', r.resize);
+      if (r.lines) ev('o', `\r\n${r.lines.join('\r\n')}\r\n`);
+    });
+    return 0;
+  }
+  const paced = opts.timing !== false && (opts.timing === true || opts.speed !== undefined || Boolean(process.stdout.isTTY));
+  for (const l of sessionHeader(session, entries.length)) write(`${l}\n`);
+  write('\n');
+  for (let i = 0; i < events.length; i++) {
+    if (paced && delays[i] > 0) await sleep(delays[i]);
+    const r = player.render(events[i]);
+    if (r.out) write(r.out);
+    if (r.lines) write(`\r\n${r.lines.map((l) => dim(l)).join('\r\n')}\r\n`);
   }
   return 0;
 }

@@ -21,13 +21,17 @@ export default async function sessionsVerify(id: string, _own: Opts, cmd: Comman
   if (opts.json) out.json = true;
   const gw = await authedClient(opts.gateway);
   const { session, entries, check: r } = await fetchVerifiedRecording(gw, id);
+  // a crash end: the gateway that restarted closed the recording (session/recovery.ts)
+  let interrupted = false;
+  try { interrupted = r.ok && entries.length > 0 && JSON.parse(entries[entries.length - 1].event).interrupted === true; } catch { /* not JSON */ }
   if (out.json) {
-    printJson(r.ok ? { session: session.id, ok: true, entries: entries.length } : { session: session.id, ok: false, entries: entries.length, problem: r.problem, seq: r.seq });
+    printJson(r.ok ? { session: session.id, ok: true, entries: entries.length, ...(interrupted ? { interrupted: true } : {}) } : { session: session.id, ok: false, entries: entries.length, problem: r.problem, seq: r.seq });
     return r.ok ? ExitCode.ok : ExitCode.target;
   }
   if (r.ok) {
     const none = entries.length === 0 && session.type !== 'postgres' ? ` (a ${session.type} session records no events)` : '';
-    line(`recording of ${session.id}: ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}${none}, hash chain intact`);
+    const crash = interrupted ? '; the session was interrupted (the gateway stopped during it; its last moments may be missing)' : '';
+    line(`recording of ${session.id}: ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}${none}, hash chain intact${crash}`);
     return ExitCode.ok;
   }
   process.stderr.write(`hoopctl: the recording of ${session.id} was altered: ${r.problem} (first entry that does not verify: ${r.seq}; ${entries.length} entries read)\n`);

@@ -33,8 +33,9 @@ export async function showConnect(p: { name: string; type: string; port: number;
     return h(Box, { flexDirection: 'column', borderStyle: 'round', paddingX: 1 },
       h(Text, null, h(Text, { bold: true }, p.name), ` (${p.type}) on `, h(Text, { color: 'cyan' }, `127.0.0.1:${p.port}`)),
       h(Text, null, 'connect with: ', h(Text, { color: 'yellow' }, p.command)),
-      h(Text, null, `lease ${p.lease.id}: ${Math.floor(left / 3600)}h${String(Math.floor((left % 3600) / 60)).padStart(2, '0')}m${String(left % 60).padStart(2, '0')}s left`),
-      h(Text, null, `connections: ${s.open} open, ${s.total} total   up ${bytes(s.bytesUp)}  down ${bytes(s.bytesDown)}`),
+      // the last frame after the lease ended: no time left or open connections that no longer are
+      h(Text, null, ended ? `lease ${p.lease.id}: ended` : `lease ${p.lease.id}: ${Math.floor(left / 3600)}h${String(Math.floor((left % 3600) / 60)).padStart(2, '0')}m${String(left % 60).padStart(2, '0')}s left`),
+      h(Text, null, `connections: ${ended ? '' : `${s.open} open, `}${s.total} total   up ${bytes(s.bytesUp)}  down ${bytes(s.bytesDown)}`),
       ended ? h(Text, { color: 'red' }, ended) : h(Text, { dimColor: true }, 'Ctrl-C stops listening; the lease stays valid'));
   }
   const app = render(h(View, {}), { exitOnCtrlC: false });

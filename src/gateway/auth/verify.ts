@@ -13,6 +13,7 @@
  *   30 s clock tolerance                                  token_expired / token_not_yet_valid
  * - `aud` contains the gateway's audience                 token_wrong_audience
  * - `sub` is present                                      token_malformed
+ * - it was not revoked (`hoopctl logout`, revocations.ts)  token_revoked
  * Discovery or JWKS fetch failures are `issuer_unreachable` (503): the token may be fine.
  *
  * The issuer is checked on the unverified payload before the signature only to report the
@@ -25,6 +26,7 @@ import {
   type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey,
 } from 'jose';
 import { AuthError } from '../../errors.ts';
+import { tokenKey } from './revocations.ts';
 
 export interface Identity {
   sub: string;
@@ -34,6 +36,8 @@ export interface Identity {
   /** `client_id` (or `azp`) claim: the OAuth client the token was issued to */
   clientId?: string;
   claims: Record<string, unknown>;
+  /** sha256 of the token (the revocation list's key), computed once per token */
+  key?: string;
 }
 
 export interface TokenVerifier {
@@ -55,6 +59,8 @@ export interface TokenVerifierOptions {
   clockTolerance?: number;
   /** verified tokens kept; default 1000 */
   cacheSize?: number;
+  /** whether a token (by tokenKey) was revoked: checked on every use, cached or not */
+  isRevoked?: (key: string) => boolean;
 }
 
 /** Asymmetric JWS algorithms only: a symmetric (HS*) token would need a shared secret the issuer never gives us. */
@@ -65,6 +71,10 @@ const LOGIN_HINT = 'run `hoopctl login` (CI: `hoopctl login --client-credentials
 /** `hint` is what the CLI appends; messages that already say what to do carry none. */
 function fail(code: string, message: string, cause?: unknown, hint: string | null = LOGIN_HINT): AuthError {
   return new AuthError(code, message, { cause, hint: hint ?? undefined });
+}
+
+function revoked(): AuthError {
+  return fail('token_revoked', `access token was revoked (logged out) — ${LOGIN_HINT}`, undefined, null);
 }
 
 function unreachable(message: string, cause?: unknown): AuthError {
@@ -175,6 +185,7 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
 
       const hit = cache.get(t);
       if (hit) {
+        if (opts.isRevoked && hit.key && opts.isRevoked(hit.key)) throw revoked();
         if (hit.exp !== undefined && (hit.exp + clockTolerance) * 1000 > Date.now()) {
           cache.delete(t); // refresh recency: Map order is the LRU order
           cache.set(t, hit);
@@ -211,7 +222,8 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
 
       const claims = verified as Record<string, unknown>;
       const clientId = typeof claims.client_id === 'string' ? claims.client_id : typeof claims.azp === 'string' ? claims.azp : undefined;
-      const id: Identity = { sub: verified.sub as string, groups: readGroups(claims, groupsClaim), exp: verified.exp, clientId, claims };
+      const id: Identity = { sub: verified.sub as string, groups: readGroups(claims, groupsClaim), exp: verified.exp, clientId, claims, key: tokenKey(t) };
+      if (opts.isRevoked?.(id.key!)) throw revoked();
       remember(t, id);
       return id;
     },

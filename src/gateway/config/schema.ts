@@ -15,6 +15,15 @@ export const GUARDRAIL_RULES = [
 ] as const;
 export type GuardrailRule = (typeof GUARDRAIL_RULES)[number];
 
+/**
+ * `lease.max_connections` when a connection sets none: room for a connection pool or `pgbench
+ * -c 16`, far below PostgreSQL's default max_connections (100), so that one lease cannot take
+ * the target's every connection slot.
+ */
+export const DEFAULT_LEASE_MAX_CONNECTIONS = 20;
+/** `max_connections_per_user` when the config sets none (all of one user's leases, per replica) */
+export const DEFAULT_MAX_CONNECTIONS_PER_USER = 50;
+
 /** `recording.retention` when a connection sets none (PRODUCT.md: 90d) */
 export const DEFAULT_RETENTION_MS = 90 * 86_400_000;
 
@@ -49,19 +58,34 @@ const target = z.strictObject({
   ca_file: nonEmpty.optional(),
   /** (extension) let the client pick the database name in its startup message */
   allow_client_database: z.boolean().default(false),
-  // ssh
+  // ssh (user and password_env above are shared with postgres)
+  /** the OpenSSH or PEM private key the gateway logs in with; read at start (relative to gateway.yaml) */
   private_key_file: nonEmpty.optional(),
+  /** (extension) the environment variable holding private_key_file's passphrase */
+  passphrase_env: envName.optional(),
+  /** the target's host key, `ssh-ed25519 AAAA...` (a known_hosts line without the host) or `SHA256:...`; unset = pinned on first use */
   host_key: nonEmpty.optional(),
   // http
   url: z.url().optional(),
 });
+
+const regex = z.string().refine((p) => { try { new RegExp(p, 'i'); return true; } catch { return false; } }, 'is not a valid regular expression');
+
+/** environment variables an ssh client may set on the target (`SendEnv`), by default; `*` ends a prefix */
+export const DEFAULT_SSH_ENV = ['LANG', 'LC_*', 'TZ', 'COLORTERM'];
+export const DEFAULT_SSH = { sftp: true, port_forwarding: false, env: DEFAULT_SSH_ENV };
 
 const connection = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, 'must be 1-63 letters, digits, ".", "_" or "-"'),
   type: z.enum(['postgres', 'ssh', 'tcp', 'http']),
   target,
   access: z.strictObject({ groups: groups.min(1, 'must name at least one group') }),
-  lease: z.strictObject({ default: duration('lease.default').default(30 * 60_000), max: duration('lease.max').default(2 * 3_600_000) }).default({ default: 30 * 60_000, max: 2 * 3_600_000 }),
+  lease: z.strictObject({
+    default: duration('lease.default').default(30 * 60_000),
+    max: duration('lease.max').default(2 * 3_600_000),
+    /** (extension) tunnelled connections one lease may hold open at once (each dials the target) */
+    max_connections: z.number().int().min(1).max(10_000).default(DEFAULT_LEASE_MAX_CONNECTIONS),
+  }).default({ default: 30 * 60_000, max: 2 * 3_600_000, max_connections: DEFAULT_LEASE_MAX_CONNECTIONS }),
   review: z.strictObject({
     groups: groups.min(1, 'must name at least one reviewer group'),
     min_approvals: z.number().int().min(1).default(1),
@@ -74,7 +98,22 @@ const connection = z.strictObject({
   guardrails: z.strictObject({
     deny: z.array(z.enum(GUARDRAIL_RULES)).default([]),
     review: z.array(z.enum(GUARDRAIL_RULES)).default([]),
-    deny_patterns: z.array(z.string().refine((p) => { try { new RegExp(p, 'i'); return true; } catch { return false; } }, 'is not a valid regular expression')).default([]),
+    deny_patterns: z.array(regex).default([]),
+    /** functions no statement may call, matched on the parse tree (any schema, quoting, case; known wrappers too) */
+    deny_functions: z.array(z.string().regex(/^([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*$/, 'must be a function name, e.g. pg_sleep (a schema prefix is ignored)')).default([]),
+    /** a DELETE / UPDATE affecting more rows than this is rolled back with an error (default: no limit) */
+    max_rows: z.strictObject({ delete: z.number().int().min(0).optional(), update: z.number().int().min(0).optional() }).optional(),
+    /** ssh: commands (exec, typed lines) matching one of these wait for a reviewer's approval */
+    review_patterns: z.array(regex).optional(),
+  }).optional(),
+  /** ssh only: what an ssh client may do besides shells and commands (defaults: DEFAULT_SSH) */
+  ssh: z.strictObject({
+    /** the sftp subsystem and legacy `scp -O` (exec `scp -t/-f`); modern scp rides sftp */
+    sftp: z.boolean().default(DEFAULT_SSH.sftp),
+    /** `ssh -L` (direct-tcpip channels) to any host:port the target can reach */
+    port_forwarding: z.boolean().default(DEFAULT_SSH.port_forwarding),
+    /** (extension) env requests passed to the target (the target's AcceptEnv decides too) */
+    env: z.array(nonEmpty).default(DEFAULT_SSH_ENV),
   }).optional(),
   masking: z.strictObject({
     columns: z.array(nonEmpty).default([]),
@@ -86,7 +125,9 @@ const connection = z.strictObject({
     /** (extension) result rows kept per statement / per session */
     max_rows_per_statement: z.number().int().min(0).default(100),
     max_rows_per_session: z.number().int().min(0).default(10_000),
-  }).default({ results: true, retention: DEFAULT_RETENTION_MS, max_rows_per_statement: 100, max_rows_per_session: 10_000 }),
+    /** ssh: record what is typed into terminals (off: it carries passwords typed at prompts) */
+    input: z.boolean().default(false),
+  }).default({ results: true, retention: DEFAULT_RETENTION_MS, max_rows_per_statement: 100, max_rows_per_session: 10_000, input: false }),
 });
 
 /** what `notifications[].events` may name */
@@ -130,6 +171,8 @@ export const configSchema = z.strictObject({
   notifications: z.array(notification).default([]),
   /** (extension) lifetime of the short gateway-signed tunnel tokens; default 60s */
   tunnel_token_ttl: duration('tunnel_token_ttl').default(60_000),
+  /** (extension) tunnelled connections one user may hold open at once, over all their leases (per replica) */
+  max_connections_per_user: z.number().int().min(1).max(100_000).default(DEFAULT_MAX_CONNECTIONS_PER_USER),
   /** (extension) WebSocket ping interval on tunnels, so proxies do not cut idle ones; default 20s */
   tunnel_keepalive: duration('tunnel_keepalive').default(20_000),
 });
@@ -140,5 +183,6 @@ export type ConnectionConfig = ParsedConfig['connections'][number];
 export type TargetConfig = ConnectionConfig['target'];
 export type GuardrailsConfig = NonNullable<ConnectionConfig['guardrails']>;
 export type MaskingConfig = NonNullable<ConnectionConfig['masking']>;
+export type SshConfig = NonNullable<ConnectionConfig['ssh']>;
 export type ConnectionType = ConnectionConfig['type'];
 export type NotificationConfig = ParsedConfig['notifications'][number];

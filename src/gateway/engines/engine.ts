@@ -16,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { LinkHandlers, TunnelLink, WsDuplex } from '../../shared/ws-duplex.ts';
 import type { ConnectionConfig } from '../config/schema.ts';
+import type { ConnectionSecret } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 
 export interface SessionIdentity {
@@ -45,7 +46,7 @@ export interface RecordEvent {
 export interface EngineContext extends SessionIdentity {
   connection: ConnectionConfig;
   /** secrets resolved from the environment at config load (never sent to clients) */
-  secret: { password?: string };
+  secret: ConnectionSecret;
   log: Logger;
   stats: SessionStats;
   /** Opens a TCP connection to the configured target (TCP_NODELAY and keepalive already set). */
@@ -64,6 +65,13 @@ export interface EngineContext extends SessionIdentity {
    * Engines without review support, or when this is undefined, treat review as deny.
    */
   requestReview?(request: ReviewRequest): Promise<ReviewOutcome>;
+  /**
+   * Trust on first use of a target's host key (ssh, when `target.host_key` is unset): stores `key`
+   * for this connection and target unless one is stored already (first writer wins) and resolves
+   * with the stored key; `first` is true when this call stored it. Undefined: nothing to pin with
+   * (the engine then requires `target.host_key`).
+   */
+  pinHostKey?(key: string): Promise<{ key: string; first: boolean }>;
 }
 
 export interface ReviewRequest {
@@ -101,8 +109,6 @@ export interface Engine {
 
 export interface EngineFactory {
   readonly type: ConnectionConfig['type'];
-  /** suggested local port for `hoopctl connect` (clients' usual port + offset) */
-  readonly defaultLocalPort: number;
   create(ctx: EngineContext): Engine;
 }
 
@@ -143,6 +149,11 @@ export function registerEngine(type: string, load: () => Promise<EngineFactory>)
   loaded.delete(type);
 }
 
+/** whether a connection type has an engine (config load refuses types without one) */
+export function hasEngine(type: string): boolean {
+  return registry.has(type);
+}
+
 export async function getEngine(type: string): Promise<EngineFactory> {
   const known = loaded.get(type);
   if (known) return known;
@@ -155,3 +166,4 @@ export async function getEngine(type: string): Promise<EngineFactory> {
 
 registerEngine('tcp', async () => (await import('./tcp/tcp-engine.ts')).tcpEngine);
 registerEngine('postgres', async () => (await import('./postgres/postgres-engine.ts')).postgresEngine);
+registerEngine('ssh', async () => (await import('./ssh/ssh-engine.ts')).sshEngine);

@@ -23,8 +23,9 @@ import Provider, { interactionPolicy, errors as oidcErrors, type KoaContextWithO
 import type { GatewayConfig } from '../config/load.ts';
 import { ConfigError } from '../../errors.ts';
 import { createLogger, type Logger } from '../log.ts';
-import { loadOrCreateSigningKeys, toPublicJwks, SIGNING_ALG, type PublicJwks } from './keys.ts';
-import { DevIdpStore } from './store.ts';
+import { loadOrCreateSigningKeys, loadOrCreateSharedKeys, toPublicJwks, SIGNING_ALG, type PublicJwks } from './keys.ts';
+import { DevIdpStore, SharedIdpStore } from './store.ts';
+import type { Store } from '../store/store.ts';
 import * as views from './views.ts';
 
 /** Path prefix the gateway routes to `DevIdp.handle`. */
@@ -48,6 +49,11 @@ export interface DevIdpOptions {
   keysFile?: string;
   /** JSON file for sessions, grants, device codes and refresh tokens; default: dev-idp-state.json beside keysFile. */
   stateFile?: string;
+  /**
+   * A store shared by replicas (PostgreSQL): keys (meta) and state (idp_entries) live there
+   * instead of files, so every replica is the same identity provider. Takes precedence over the files.
+   */
+  shared?: Pick<Store, 'getMeta' | 'setMetaIfAbsent' | 'idp'>;
   logger?: Logger;
 }
 
@@ -94,9 +100,10 @@ export async function createDevIdp(cfg: GatewayConfig, opts: DevIdpOptions = {})
     devClients.set(c.client_id, c);
   });
 
-  const privateJwks = await loadOrCreateSigningKeys(opts.keysFile);
+  const sharedState = opts.shared?.idp;
+  const privateJwks = opts.shared && sharedState ? await loadOrCreateSharedKeys(opts.shared) : await loadOrCreateSigningKeys(opts.keysFile);
   const stateFile = opts.stateFile ?? (opts.keysFile ? join(dirname(opts.keysFile), 'dev-idp-state.json') : undefined);
-  const store = new DevIdpStore(stateFile);
+  const store = sharedState ? new SharedIdpStore(sharedState) : new DevIdpStore(stateFile);
   // Cookie signing key derived from the signing key, so browser sessions survive restarts with it.
   const cookieKey = Buffer.from(hkdfSync('sha256', String(privateJwks.keys[0].d), 'hoop-dev-idp', 'cookies', 32)).toString('base64url');
 

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSy
 import { dirname } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
 import { ConfigError } from '../../errors.ts';
+import type { Store } from '../store/store.ts';
 
 export const SIGNING_ALG = 'RS256';
 
@@ -45,6 +46,21 @@ export async function loadOrCreateSigningKeys(file?: string): Promise<PrivateJwk
     renameSync(tmp, file);
   }
   return jwks;
+}
+
+/** the meta key holding the dev IdP's private JWKS on a shared store */
+export const SHARED_KEYS_META = 'dev_idp.jwks';
+
+/**
+ * The signing keys on a store shared by replicas: the first replica to start stores a fresh key,
+ * and replicas starting together agree on one (setMetaIfAbsent), so each verifies what any issued.
+ */
+export async function loadOrCreateSharedKeys(store: Pick<Store, 'getMeta' | 'setMetaIfAbsent'>): Promise<PrivateJwks> {
+  const have = await store.getMeta(SHARED_KEYS_META);
+  const text = have ?? await store.setMetaIfAbsent(SHARED_KEYS_META, JSON.stringify({ keys: [await generate()] }));
+  const parsed: unknown = JSON.parse(text);
+  if (!isPrivateJwks(parsed)) throw new Error(`the store's ${SHARED_KEYS_META} is not a JWKS with private keys (delete that meta row to generate a new key)`);
+  return parsed;
 }
 
 const PUBLIC_MEMBERS = ['kty', 'kid', 'alg', 'use', 'n', 'e', 'crv', 'x', 'y'] as const;

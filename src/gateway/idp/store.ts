@@ -9,6 +9,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
+import type { IdpEntry, Store } from '../store/store.ts';
 
 interface Entry {
   model: string;
@@ -98,6 +99,47 @@ export class DevIdpStore {
         }
         if (changed) this.#persist();
       },
+    };
+  };
+}
+
+/**
+ * The same adapter over a store shared by replicas (PostgreSQL `idp_entries`): a device code
+ * approved through one replica is redeemed at another, a refresh token issued by one is rotated
+ * by the next. No cache: every read goes to the store, so replicas never disagree (the dev IdP
+ * serves a few logins, not a hot path).
+ */
+export class SharedIdpStore {
+  readonly #s: NonNullable<Store['idp']>;
+
+  constructor(s: NonNullable<Store['idp']>) {
+    this.#s = s;
+  }
+
+  adapterFor = (model: string): Adapter => {
+    const key = (id: string) => `${model}:${id}`;
+    const s = this.#s;
+    const read = (e: IdpEntry | undefined) => (e ? (JSON.parse(e.payload) as AdapterPayload) : undefined);
+    return {
+      upsert: async (id, payload, expiresIn) => {
+        const p = payload as AdapterPayload & { grantId?: string; uid?: string; userCode?: string };
+        await s.put({
+          key: key(id), model, payload: JSON.stringify(payload), exp: typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : null,
+          grantId: typeof p.grantId === 'string' ? p.grantId : null, uid: typeof p.uid === 'string' ? p.uid : null, userCode: typeof p.userCode === 'string' ? p.userCode : null,
+        });
+      },
+      find: async (id) => read(await s.get(key(id))),
+      findByUserCode: async (userCode) => read(await s.findBy(model, 'userCode', userCode)),
+      findByUid: async (uid) => read(await s.findBy(model, 'uid', uid)),
+      consume: async (id) => {
+        const e = await s.get(key(id));
+        if (!e) return;
+        const p = JSON.parse(e.payload) as AdapterPayload;
+        p.consumed = Math.floor(Date.now() / 1000);
+        await s.put({ ...e, payload: JSON.stringify(p) });
+      },
+      destroy: async (id) => s.delete(key(id)),
+      revokeByGrantId: async (grantId) => s.deleteGrant(grantId, [...GRANTABLE]),
     };
   };
 }

@@ -88,17 +88,19 @@ export class LeaseService {
     return conn;
   }
 
-  async request(caller: Caller, req: { connection: string; duration?: string; reason?: string; new?: boolean }): Promise<Lease & { reused: boolean; reviewId?: string }> {
+  async request(caller: Caller, req: { connection: string; duration?: string; reason?: string; new?: boolean }): Promise<Lease & { reused: boolean; reviewId?: string; reasonUpdated?: boolean; clamped?: { requested: string; max: string } }> {
     const conn = this.connection(req.connection, caller);
     const reason = checkReason(req.reason, 'reason');
     if (conn.review?.require_reason && !reason?.trim()) {
       throw new UsageError(`connection "${conn.name}" requires a reason for access`, { hint: 'add --reason "<ticket or why>"; reviewers see it' });
     }
     let durationMs = conn.lease.default;
+    let clamped: { requested: string; max: string } | undefined;
     if (req.duration !== undefined) {
       const d = parseDuration(String(req.duration));
       if (d === undefined || d <= 0) throw new UsageError(`invalid duration ${JSON.stringify(req.duration)}: use e.g. 30m, 2h`);
       durationMs = Math.min(d, conn.lease.max);
+      if (d > conn.lease.max) clamped = { requested: String(req.duration), max: formatDuration(conn.lease.max) };
     }
     const now = Date.now();
     if (!req.new) {
@@ -106,7 +108,13 @@ export class LeaseService {
       if (existing) {
         // made on another replica and not heard of yet: usable here at once
         if (!this.#active.has(existing.id)) this.#track(existing);
-        return { ...existing, reused: true };
+        // a new reason for the reused lease is kept (and audited), not dropped
+        if (reason && reason !== existing.reason) {
+          await this.#store.updateLease(existing.id, { reason });
+          this.#audit.emit('lease.reason_updated', { actor: caller.sub, connection: conn.name, leaseId: existing.id, data: { reason, previous: existing.reason } });
+          return { ...existing, reason, reused: true, reasonUpdated: true, clamped };
+        }
+        return { ...existing, reused: true, clamped };
       }
     }
     const review = conn.review && conn.review.lease ? conn.review : undefined;
@@ -123,14 +131,14 @@ export class LeaseService {
     if (review) {
       try {
         const r = await this.reviews!.requestLease(lease, conn);
-        return { ...lease, reused: false, reviewId: r.id };
+        return { ...lease, reused: false, reviewId: r.id, clamped };
       } catch (err) {
         // no review, no way to ever activate it: end the lease rather than leave it pending
         await this.#store.updateLease(lease.id, { status: 'expired', endedAt: Date.now(), endReason: 'its review could not be created' }, { ifStatus: 'pending' }).catch(() => {});
         throw err;
       }
     }
-    return { ...lease, reused: false };
+    return { ...lease, reused: false, clamped };
   }
 
   async list(caller: Caller, all: boolean): Promise<Lease[]> {

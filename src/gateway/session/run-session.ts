@@ -25,7 +25,11 @@ import type { LeaseService } from './leases.ts';
 import type { ReviewService } from './reviews.ts';
 import { CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
 
-export interface SessionDeps { cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; reviews?: ReviewService; log: Logger; sessionRows: SessionRows }
+export interface SessionDeps {
+  cfg: GatewayConfig; store: Store; audit: Audit; leases: LeaseService; reviews?: ReviewService; log: Logger; sessionRows: SessionRows;
+  /** this gateway process's id (session/recovery.ts): written on each session row */
+  replica?: string;
+}
 
 /** how long a session row may wait in memory before it is written (see the header) */
 export const ROWS_MS = 50;
@@ -36,6 +40,32 @@ export function sessionRowWriter(store: Store, log: Logger): SessionRows {
   return new WriteBatcher((rows) => store.saveSessions(rows), (err, rows) => log.error({ err, sessions: rows.map((r) => r.id) }, 'session rows write failed'), {
     ms: ROWS_MS, max: 200, key: (r) => r.id,
   });
+}
+
+/** how often the rows of running sessions are written with their counts so far */
+export const LIVE_ROWS_MS = 2000;
+
+/**
+ * Running sessions' counters reach the store every LIVE_ROWS_MS (one timer for all sessions, rows
+ * only for those whose counters moved), so `hoopctl sessions` shows live bytes and statements
+ * instead of zeros until the end. Rows go through the same batcher as the start and end rows.
+ */
+const live = new Map<string, { rows: SessionRows; row: SessionRow; stats: SessionStats; last: number }>();
+let liveTimer: NodeJS.Timeout | undefined;
+function trackLive(id: string, rows: SessionRows, row: SessionRow, stats: SessionStats): () => void {
+  live.set(id, { rows, row, stats, last: 0 });
+  liveTimer ??= setInterval(() => {
+    for (const e of live.values()) {
+      const moved = e.stats.bytesIn + e.stats.bytesOut + e.stats.statements + e.stats.blocked;
+      if (moved === e.last) continue;
+      e.last = moved;
+      e.rows.add({ ...e.row, ...e.stats });
+    }
+  }, LIVE_ROWS_MS).unref();
+  return () => {
+    live.delete(id);
+    if (live.size === 0) { clearInterval(liveTimer); liveTimer = undefined; }
+  };
 }
 
 /** closes the streams this long after asking the engine to say goodbye */
@@ -62,8 +92,9 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
   const getLog = () => (logger ??= deps.log.child({ session: id, lease: lease.id, connection: conn.name }));
   const stats: SessionStats = { bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0 };
   const startedAt = Date.now();
-  const row: SessionRow = { id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null };
+  const row: SessionRow = { id, leaseId: lease.id, user: lease.user, connection: conn.name, type: conn.type, startedAt, endedAt: null, bytesIn: 0, bytesOut: 0, statements: 0, blocked: 0, masked: 0, closeReason: null, replica: deps.replica ?? null };
   sessionRows.add(row);
+  const untrack = trackLive(id, sessionRows, row, stats);
   const audited = { actor: lease.user, connection: conn.name, leaseId: lease.id, sessionId: id };
   audit.emit('session.started', audited);
   let recorder: Recorder | undefined;
@@ -78,6 +109,14 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     record: (e) => (recorder ??= new Recorder(id, store, getLog())).record(e),
     audit: (type, data) => audit.emit(type, { ...audited, data }),
     signal: abort.signal,
+    pinHostKey: async (key) => {
+      // one pin per connection and target address: pointing a connection elsewhere starts afresh
+      const metaKey = `ssh.pinned_host_key.${conn.name}@${conn.target.host}:${conn.target.port}`;
+      const known = await store.getMeta(metaKey);
+      if (known !== undefined) return { key: known, first: false };
+      const stored = await store.setMetaIfAbsent(metaKey, key);
+      return { key: stored, first: stored === key };
+    },
   };
   const reviews = deps.reviews;
   if (reviews) {
@@ -124,6 +163,7 @@ export async function runSession(deps: SessionDeps, lease: Lease, conn: Connecti
     if (leaseEnd) stream.closeWith(leaseEnd.code, leaseEnd.reason);
     else if (!stream.destroyed) stream.destroy();
     await recorder?.close(closeReason);
+    untrack();
     sessionRows.add({ ...row, endedAt: Date.now(), closeReason, ...stats });
     audit.emit('session.ended', { ...audited, data: { reason: closeReason, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, durationMs: Date.now() - startedAt } });
   }

@@ -19,6 +19,7 @@ export const sessionFromRow = (r: Row): SessionRow => ({
   startedAt: Number(r.started_at), endedAt: r.ended_at == null ? null : Number(r.ended_at), bytesIn: Number(r.bytes_in),
   bytesOut: Number(r.bytes_out), statements: Number(r.statements), blocked: Number(r.blocked), masked: Number(r.masked),
   closeReason: (r.close_reason as string) ?? null,
+  ...(r.replica != null ? { replica: r.replica as string } : {}),
 });
 
 export const reviewFromRow = (r: Row): Review => ({
@@ -54,7 +55,7 @@ export function applyDecision(r: Review, d: ReviewDecision): { result: 'recorded
 }
 
 /** the lease fields `updateLease` may change, and their columns */
-export const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at' };
+export const LEASE_COLS: Record<string, string> = { status: 'status', endedAt: 'ended_at', endedBy: 'ended_by', endReason: 'end_reason', expiresAt: 'expires_at', reason: 'reason' };
 
 /**
  * The SQL condition (both stores; `s` = sessions, `l` = its lease; `cutoff` the placeholder of the

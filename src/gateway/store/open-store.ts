@@ -2,7 +2,8 @@
  * Picks the store by the `store` URL: `sqlite:<path>` (relative to the config's directory, or
  * `sqlite::memory:`) or `postgres://` / `postgresql://` (pg-store.ts, loaded only when used).
  */
-import { resolve } from 'node:path';
+import { resolve, dirname, basename } from 'node:path';
+import { secureFolder, createPrivate, sqliteFiles } from './file-modes.ts';
 import type { Store } from './store.ts';
 import type { Logger } from '../log.ts';
 
@@ -12,7 +13,14 @@ export async function openStore(url: string, baseDir: string, opts: { log?: Logg
   if (url.startsWith('sqlite:')) {
     const { SqliteStore } = await import('./sqlite-store.ts');
     const p = url.slice('sqlite:'.length);
-    return new SqliteStore(p === ':memory:' ? p : resolve(baseDir, p));
+    if (p === ':memory:') return new SqliteStore(p);
+    const file = resolve(baseDir, p);
+    // 0700 folder, 0600 files, before and after SQLite opens them (it creates -wal and -shm)
+    secureFolder(dirname(file), sqliteFiles(basename(file)), opts.log);
+    createPrivate(file);
+    const store = new SqliteStore(file);
+    secureFolder(dirname(file), sqliteFiles(basename(file)), opts.log);
+    return store;
   }
   if (isPostgresUrl(url)) {
     const { PgStore } = await import('./pg-store.ts');

@@ -14,6 +14,7 @@
  */
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
+import type { IdpEntry, ReplicaBeat, RevokedToken } from './store.ts';
 import type { AuditEvent, DecideResult, Lease, Review, ReviewDecision, ReviewFilter, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
 import { LEASE_COLS, REVIEW_COLS, applyDecision, reviewFromRow, reviewValues, decodeBatch, encodeBatches, leaseFromRow, purgeable, sessionFromRow, type Row } from './codec.ts';
 import type { Logger } from '../log.ts';
@@ -91,6 +92,18 @@ const MIGRATIONS: string[] = [
      decision_reason TEXT, detached INTEGER NOT NULL DEFAULT 0, consumed_at BIGINT, decisions TEXT NOT NULL DEFAULT '[]');
    CREATE INDEX reviews_status ON reviews (status, created_at);
    CREATE INDEX reviews_lease ON reviews (lease_id);`,
+  // Hardening (issue 10): revoked access tokens (logout), replicas' heartbeats and the replica of
+  // each session (crash recovery), and the dev IdP's state shared by every replica.
+  `CREATE TABLE revoked_tokens (key TEXT PRIMARY KEY, exp BIGINT NOT NULL, at BIGINT NOT NULL);
+   CREATE INDEX revoked_tokens_at ON revoked_tokens (at);
+   CREATE TABLE replicas (id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL);
+   ALTER TABLE sessions ADD COLUMN replica TEXT;
+   CREATE INDEX sessions_open ON sessions (replica) WHERE ended_at IS NULL;
+   CREATE TABLE idp_entries (key TEXT PRIMARY KEY, model TEXT NOT NULL, payload TEXT NOT NULL, exp BIGINT,
+     grant_id TEXT, uid TEXT, user_code TEXT);
+   CREATE INDEX idp_entries_grant ON idp_entries (grant_id) WHERE grant_id IS NOT NULL;
+   CREATE INDEX idp_entries_uid ON idp_entries (model, uid) WHERE uid IS NOT NULL;
+   CREATE INDEX idp_entries_user_code ON idp_entries (model, user_code) WHERE user_code IS NOT NULL;`,
 ];
 
 /** the schema version this code migrates to */
@@ -112,6 +125,13 @@ function describe(err: unknown): string {
   if (e?.message?.includes('client password must be a string')) return 'the server asks for a password: put it in the URL or in PGPASSWORD';
   // a refused connect to a name with several addresses is an AggregateError with an empty message
   return e?.message || e?.errors?.[0]?.message || e?.code || String(err);
+}
+
+function idpFromRow(r: Row): IdpEntry {
+  return {
+    key: r.key as string, model: r.model as string, payload: r.payload as string, exp: r.exp == null ? null : Number(r.exp),
+    grantId: (r.grant_id as string) ?? null, uid: (r.uid as string) ?? null, userCode: (r.user_code as string) ?? null,
+  };
 }
 
 export class PgStore implements Store {
@@ -274,13 +294,13 @@ export class PgStore implements Store {
     const list = [...byId.values()];
     const col = <K extends keyof SessionRow>(k: K) => list.map((s) => s[k]);
     await this.#pool.query(
-      `INSERT INTO sessions (id, lease_id, "user", connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason)
+      `INSERT INTO sessions (id, lease_id, "user", connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason, replica)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
-                            $10::bigint[], $11::bigint[], $12::bigint[], $13::text[])
+                            $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
        ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out,
          statements = excluded.statements, blocked = excluded.blocked, masked = excluded.masked, close_reason = excluded.close_reason`,
       [col('id'), col('leaseId'), col('user'), col('connection'), col('type'), col('startedAt'), col('endedAt'), col('bytesIn'), col('bytesOut'),
-        col('statements'), col('blocked'), col('masked'), col('closeReason')]);
+        col('statements'), col('blocked'), col('masked'), col('closeReason'), list.map((s) => s.replica ?? null)]);
   }
   async getSession(id: string): Promise<SessionRow | undefined> {
     const [r] = await this.#rows('SELECT * FROM sessions WHERE id = $1', [id]);
@@ -362,6 +382,60 @@ export class PgStore implements Store {
     const [p] = await this.#rows('SELECT * FROM recording_purges WHERE session_id = $1', [sessionId]);
     return p && { sessionId, at: Number(p.at), reason: p.reason as string };
   }
+
+  async revokeToken(t: RevokedToken): Promise<void> {
+    await this.#pool.query(`WITH gone AS (DELETE FROM revoked_tokens WHERE exp < $3)
+      INSERT INTO revoked_tokens (key, exp, at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING`, [t.key, t.exp, t.at]);
+  }
+  async listRevokedTokens(since: number, now: number): Promise<RevokedToken[]> {
+    const rows = await this.#rows('SELECT key, exp, at FROM revoked_tokens WHERE at >= $1 AND exp > $2', [since, now]);
+    return rows.map((r) => ({ key: r.key as string, exp: Number(r.exp), at: Number(r.at) }));
+  }
+
+  async heartbeat(r: ReplicaBeat, at: number): Promise<void> {
+    await this.#pool.query(`INSERT INTO replicas (id, started_at, heartbeat_at, host, pid) VALUES ($1, $2, $3, $4, $5)
+      ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`, [r.id, r.startedAt, at, r.host, r.pid]);
+  }
+  async listOrphanSessions(self: string, deadBefore: number, now: number): Promise<SessionRow[]> {
+    const rows = await this.#rows(`SELECT s.* FROM sessions s
+        LEFT JOIN replicas r ON r.id = s.replica
+        LEFT JOIN leases l ON l.id = s.lease_id
+      WHERE s.ended_at IS NULL AND s.replica IS DISTINCT FROM $1 AND (
+        (s.replica IS NOT NULL AND (r.id IS NULL OR r.heartbeat_at < $2))
+        OR (s.replica IS NULL AND (l.id IS NULL OR l.status <> 'active' OR l.expires_at <= $3)))
+      LIMIT 1000`, [self, deadBefore, now]);
+    return rows.map(sessionFromRow);
+  }
+  async endOrphanSession(id: string, endedAt: number, reason: string): Promise<boolean> {
+    const r = await this.#pool.query('UPDATE sessions SET ended_at = $1, close_reason = $2 WHERE id = $3 AND ended_at IS NULL', [endedAt, reason, id]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  readonly idp = {
+    get: async (key: string): Promise<IdpEntry | undefined> => {
+      const [r] = await this.#rows('SELECT * FROM idp_entries WHERE key = $1 AND (exp IS NULL OR exp > $2)', [key, Date.now()]);
+      return r && idpFromRow(r);
+    },
+    findBy: async (model: string, field: 'uid' | 'userCode', value: string): Promise<IdpEntry | undefined> => {
+      const col = field === 'uid' ? 'uid' : 'user_code';
+      const [r] = await this.#rows(`SELECT * FROM idp_entries WHERE model = $1 AND ${col} = $2 AND (exp IS NULL OR exp > $3) LIMIT 1`, [model, value, Date.now()]);
+      return r && idpFromRow(r);
+    },
+    put: async (e: IdpEntry): Promise<void> => {
+      // expired entries go as new ones come: the table holds what is alive, plus a moment's worth
+      await this.#pool.query(`WITH gone AS (DELETE FROM idp_entries WHERE exp < $8)
+        INSERT INTO idp_entries (key, model, payload, exp, grant_id, uid, user_code) VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (key) DO UPDATE SET model = excluded.model, payload = excluded.payload, exp = excluded.exp,
+          grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code`,
+      [e.key, e.model, e.payload, e.exp, e.grantId, e.uid, e.userCode, Date.now()]);
+    },
+    delete: async (key: string): Promise<void> => {
+      await this.#pool.query('DELETE FROM idp_entries WHERE key = $1', [key]);
+    },
+    deleteGrant: async (grantId: string, models: string[]): Promise<void> => {
+      await this.#pool.query('DELETE FROM idp_entries WHERE grant_id = $1 AND model = ANY($2::text[])', [grantId, models]);
+    },
+  };
 
   async getMeta(key: string): Promise<string | undefined> {
     const [r] = await this.#rows('SELECT value FROM meta WHERE key = $1', [key]);

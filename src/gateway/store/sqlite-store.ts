@@ -5,6 +5,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { ReplicaBeat, RevokedToken } from './store.ts';
 import type { AuditEvent, DecideResult, Lease, Review, ReviewDecision, ReviewFilter, LeaseFilter, LeaseStatus, PurgeRule, RecordingEntry, RecordingPurge, SessionFilter, SessionRow, Store } from './store.ts';
 import { LEASE_COLS, REVIEW_COLS, applyDecision, reviewFromRow, reviewValues, purgeable, decodeBatch, encodeBatches, leaseFromRow, sessionFromRow, type Row } from './codec.ts';
 
@@ -65,6 +66,14 @@ const MIGRATIONS: string[] = [
      decision_reason TEXT, detached INTEGER NOT NULL DEFAULT 0, consumed_at INTEGER, decisions TEXT NOT NULL DEFAULT '[]');
    CREATE INDEX reviews_status ON reviews(status, created_at);
    CREATE INDEX reviews_lease ON reviews(lease_id);`,
+  // Hardening (issue 10): access tokens revoked by `hoopctl logout` (sha256 of the token, kept
+  // until it would have expired); gateway processes and their heartbeats, and which one runs each
+  // session, so that a restart closes what a crash left open (session/recovery.ts).
+  `CREATE TABLE revoked_tokens (key TEXT PRIMARY KEY, exp INTEGER NOT NULL, at INTEGER NOT NULL);
+   CREATE INDEX revoked_tokens_at ON revoked_tokens(at);
+   CREATE TABLE replicas (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL);
+   ALTER TABLE sessions ADD COLUMN replica TEXT;
+   CREATE INDEX sessions_open ON sessions(ended_at) WHERE ended_at IS NULL;`,
 ];
 
 export class SqliteStore implements Store {
@@ -173,12 +182,12 @@ export class SqliteStore implements Store {
 
   async saveSessions(rows: SessionRow[]): Promise<void> {
     if (!rows.length) return;
-    const upsert = this.#q(`INSERT INTO sessions (id, lease_id, user, connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    const upsert = this.#q(`INSERT INTO sessions (id, lease_id, user, connection, type, started_at, ended_at, bytes_in, bytes_out, statements, blocked, masked, close_reason, replica)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out,
                statements = excluded.statements, blocked = excluded.blocked, masked = excluded.masked, close_reason = excluded.close_reason`);
     this.#tx(() => {
-      for (const s of rows) upsert.run(s.id, s.leaseId, s.user, s.connection, s.type, s.startedAt, s.endedAt, s.bytesIn, s.bytesOut, s.statements, s.blocked, s.masked, s.closeReason);
+      for (const s of rows) upsert.run(s.id, s.leaseId, s.user, s.connection, s.type, s.startedAt, s.endedAt, s.bytesIn, s.bytesOut, s.statements, s.blocked, s.masked, s.closeReason, s.replica ?? null);
     });
   }
   async getSession(id: string): Promise<SessionRow | undefined> {
@@ -265,6 +274,28 @@ export class SqliteStore implements Store {
   async getRecordingPurge(sessionId: string): Promise<RecordingPurge | undefined> {
     const p = this.#q('SELECT * FROM recording_purges WHERE session_id = ?').get(sessionId) as Row | undefined;
     return p && { sessionId, at: Number(p.at), reason: p.reason as string };
+  }
+
+  async revokeToken(t: RevokedToken): Promise<void> {
+    this.#q('DELETE FROM revoked_tokens WHERE exp < ?').run(t.at);
+    this.#q('INSERT INTO revoked_tokens (key, exp, at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING').run(t.key, t.exp, t.at);
+  }
+  async listRevokedTokens(since: number, now: number): Promise<RevokedToken[]> {
+    const rows = this.#q('SELECT key, exp, at FROM revoked_tokens WHERE at >= ? AND exp > ?').all(since, now) as Row[];
+    return rows.map((r) => ({ key: r.key as string, exp: Number(r.exp), at: Number(r.at) }));
+  }
+
+  async heartbeat(r: ReplicaBeat, at: number): Promise<void> {
+    this.#q(`INSERT INTO replicas (id, started_at, heartbeat_at, host, pid) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`).run(r.id, r.startedAt, at, r.host, r.pid);
+  }
+  async listOrphanSessions(self: string): Promise<SessionRow[]> {
+    // one process owns a SQLite file: whatever another process left open, it left by stopping
+    const rows = this.#q('SELECT * FROM sessions WHERE ended_at IS NULL AND (replica IS NULL OR replica <> ?) LIMIT 1000').all(self) as Row[];
+    return rows.map(sessionFromRow);
+  }
+  async endOrphanSession(id: string, endedAt: number, reason: string): Promise<boolean> {
+    return Number(this.#q('UPDATE sessions SET ended_at = ?, close_reason = ? WHERE id = ? AND ended_at IS NULL').run(endedAt, reason, id).changes) > 0;
   }
 
   async getMeta(key: string): Promise<string | undefined> {

@@ -82,7 +82,18 @@ export interface SessionRow {
   blocked: number;
   masked: number;
   closeReason: string | null;
+  /** the gateway process (replica id) that runs it; absent on rows written before replicas were tracked */
+  replica?: string | null;
 }
+
+/** a gateway process, as its heartbeat in the store shows it (crash recovery, session/recovery.ts) */
+export interface ReplicaBeat { id: string; startedAt: number; host: string; pid: number }
+
+/** an access token refused from now on (`hoopctl logout`); `key` is sha256 of the token, `exp` when it would expire anyway */
+export interface RevokedToken { key: string; exp: number; at: number }
+
+/** one stored artifact of the dev IdP (oidc-provider adapter: grants, sessions, device codes, ...) */
+export interface IdpEntry { key: string; model: string; payload: string; exp: number | null; grantId: string | null; uid: string | null; userCode: string | null }
 
 export interface AuditEvent {
   id?: number;
@@ -132,7 +143,7 @@ export interface Store {
    * Changes a lease; with `ifStatus`, only while it still has that status (two replicas ending the
    * same lease at its expiry: one wins). Resolves whether a row changed.
    */
-  updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt'>>, opts?: { ifStatus?: LeaseStatus }): Promise<boolean>;
+  updateLease(id: string, patch: Partial<Pick<Lease, 'status' | 'endedAt' | 'endedBy' | 'endReason' | 'expiresAt' | 'reason'>>, opts?: { ifStatus?: LeaseStatus }): Promise<boolean>;
   /**
    * Only on stores shared by several replicas: calls `onChange(leaseId)` soon after another process
    * created or changed that lease, and `onChange(undefined)` when changes may have been missed
@@ -180,6 +191,35 @@ export interface Store {
   purgeRecordings(rule: PurgeRule): Promise<number>;
   /** whether (when, why) a session's recording was purged */
   getRecordingPurge(sessionId: string): Promise<RecordingPurge | undefined>;
+
+  /** records a token as revoked until `exp` (and forgets revocations whose token expired) */
+  revokeToken(t: RevokedToken): Promise<void>;
+  /** revocations recorded at or after `since` whose token has not expired by `now` */
+  listRevokedTokens(since: number, now: number): Promise<RevokedToken[]>;
+
+  /** this replica is alive at `at` (inserted on first call) */
+  heartbeat(r: ReplicaBeat, at: number): Promise<void>;
+  /**
+   * Sessions left open (no end written) by a gateway that is gone, never those of `self`.
+   * SQLite (one process owns the file): every open session of another process. PostgreSQL: those
+   * of a replica whose last heartbeat is before `deadBefore` (or that never beat), and rows
+   * without a replica (written by an older gateway) once their lease is over at `now`.
+   */
+  listOrphanSessions(self: string, deadBefore: number, now: number): Promise<SessionRow[]>;
+  /** ends an open session as interrupted; resolves false when it had ended meanwhile (another replica got there first) */
+  endOrphanSession(id: string, endedAt: number, reason: string): Promise<boolean>;
+
+  /**
+   * The dev IdP's state, only on stores shared by replicas (PostgreSQL): with it, every replica
+   * serves the same logins, grants and refresh tokens (idp/store.ts). Absent: a local file.
+   */
+  idp?: {
+    get(key: string): Promise<IdpEntry | undefined>;
+    findBy(model: string, field: 'uid' | 'userCode', value: string): Promise<IdpEntry | undefined>;
+    put(e: IdpEntry): Promise<void>;
+    delete(key: string): Promise<void>;
+    deleteGrant(grantId: string, models: string[]): Promise<void>;
+  };
 
   /** a small key/value area for gateway secrets (tunnel-token key) and settings */
   getMeta(key: string): Promise<string | undefined>;

@@ -9,7 +9,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AccessDenied, NotFound, AuthError, toHoopError } from '../../errors.ts';
+import { AccessDenied, NotFound, AuthError, UsageError, toHoopError } from '../../errors.ts';
 import { wsDuplex, CloseCode, type WsDuplex } from '../../shared/ws-duplex.ts';
 import { MuxChannel, MUX_PROTOCOL, type MuxStream } from '../../shared/mux.ts';
 import { bearer } from '../api.ts';
@@ -17,11 +17,22 @@ import type { Lease } from '../store/store.ts';
 import type { ConnectionConfig } from '../config/schema.ts';
 import type { TunnelTokens } from '../session/tunnel-token.ts';
 import { runSession, type SessionDeps } from '../session/run-session.ts';
+import { refusePostgres } from '../../shared/pg-refuse.ts';
+import { ConnectionLimits } from './limits.ts';
 
 /** a single frame larger than this closes the tunnel with 1009 (ws maxPayload) */
 export const MAX_FRAME = 4 * 1024 * 1024;
 /** a multiplexed WebSocket closes this long after its lease ended (its sessions say goodbye first) */
 const LEASE_CLOSE_MS = 300;
+
+/** a percent-encoded path segment; a malformed escape is the client's error (400), not ours */
+export function decodePathSegment(raw: string, what: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new UsageError(`${what}: malformed percent-escape in ${JSON.stringify(raw.slice(0, 80))}`, { details: { field: 'path' } });
+  }
+}
 
 export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTokens }) {
   /** sessions still running: shutdown waits for them to write their last rows */
@@ -47,15 +58,31 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
   function refuse(socket: Duplex, err: unknown): void {
     const e = toHoopError(err);
     const body = JSON.stringify(e.toJSON());
-    const reason = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' }[e.status] ?? 'Error';
+    const reason = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' }[e.status] ?? 'Error';
     socket.end(`HTTP/1.1 ${e.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
 
+  const limits = new ConnectionLimits(deps.cfg.max_connections_per_user);
+
+  /**
+   * A connection over a limit: a PostgreSQL client reads an ErrorResponse (53300
+   * too_many_connections, as from the server itself), any client a close with the reason that
+   * `hoopctl connect` prints; no target is dialled. Audited as `session.refused`.
+   */
+  function refuseOverLimit(stream: WsDuplex, lease: Lease, conn: ConnectionConfig, why: string): void {
+    stream.on('error', () => {});
+    deps.audit.emit('session.refused', { actor: lease.user, connection: conn.name, leaseId: lease.id, data: { reason: why } });
+    const said = conn.type === 'postgres' ? refusePostgres(stream, '53300', why) : Promise.resolve();
+    void said.then(() => stream.closeWith(CloseCode.overLimit, why));
+  }
+
   function start(stream: WsDuplex, lease: Lease, conn: ConnectionConfig): void {
+    const slot = limits.acquire(lease, conn);
+    if ('refused' in slot) return refuseOverLimit(stream, lease, conn, slot.refused);
     const running = runSession(deps, lease, conn, lease.groups, stream).catch((err) => {
       deps.log.error({ err }, 'session failed');
       stream.closeWith(CloseCode.engineError, 'gateway error');
-    });
+    }).finally(slot.release);
     sessions.add(running);
     void running.finally(() => sessions.delete(running));
   }
@@ -64,7 +91,7 @@ export function createTunnelUpgrade(deps: SessionDeps & { tunnelTokens: TunnelTo
     socket.on('error', () => {});
     try {
       const url = new URL(req.url ?? '/', 'http://gateway');
-      const name = decodeURIComponent(url.pathname.slice('/tunnel/'.length));
+      const name = decodePathSegment(url.pathname.slice('/tunnel/'.length), 'connection name in the tunnel path');
       const conn = deps.cfg.connections.find((c) => c.name === name);
       if (!conn) throw new NotFound(`unknown connection "${name}"`);
       const claims = await deps.tunnelTokens.verify(bearer(req), name);

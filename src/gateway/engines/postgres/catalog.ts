@@ -533,8 +533,3 @@ class DescribeOnly implements pg.Submittable {
   handleCopyInResponse(): void {}
   handleCopyData(): void {}
 }
-
-/** Closes every shared side connection (tests, shutdown). */
-export async function closeCatalogs(): Promise<void> {
-  await Promise.all([...catalogs.values()].map((c) => c.close()));
-}

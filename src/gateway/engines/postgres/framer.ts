@@ -9,7 +9,9 @@
  * an untagged one, and the engine flips it back on after answering an SSLRequest.
  *
  * Fails closed: a length below 4 or above `maxMessageSize` throws ProtocolError before any
- * byte of that message is buffered (as ws's maxPayload closes with 1009).
+ * byte of that message is buffered (as ws's maxPayload closes with 1009). Below that limit, a
+ * straddling message's buffer grows with the bytes that arrive, never to the length its header
+ * declares before they do (firstCapacity).
  *
  * A straddling message gets a fresh buffer each time — never a reused one — because views handed
  * to `onMessage` may still sit in a socket's write queue.
@@ -35,6 +37,18 @@ export const MAX_STARTUP_PACKET = 10_000;
 /** default cap for one message: well above what psql/pg/pgbench send, far below memory trouble */
 export const DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024;
 
+/** the first buffer of a straddling message: what arrived, at least this much, never the declared length */
+const FIRST_PARTIAL = 16 * 1024;
+
+/**
+ * A header declares a length; what arrives may never follow (a client that sends a header for a
+ * 64 MB message and stops). So the buffer starts at what arrived and grows as bytes come in:
+ * memory held is at most twice the bytes received, not what a header claims.
+ */
+function firstCapacity(total: number, arrived: number): number {
+  return Math.min(total, Math.max(FIRST_PARTIAL, arrived));
+}
+
 export class MessageFramer {
   /** when true the next message has no type byte (startup phase) */
   untagged: boolean;
@@ -46,6 +60,8 @@ export class MessageFramer {
   private partial: Buffer | null = null;
   private partialFilled = 0;
   private partialCode = 0;
+  /** the whole length of the straddling message; `partial` grows towards it as bytes arrive */
+  private partialTotal = 0;
   private paused = false;
   private queue: Buffer[] = [];
   private failed: ProtocolError | null = null;
@@ -146,8 +162,9 @@ export class MessageFramer {
     }
     const code = this.untagged ? 0 : chunk[off];
     const total = this.messageLength(code, chunk.readInt32BE(this.untagged ? off : off + 1));
-    this.partial = Buffer.allocUnsafe(total);
+    this.partial = Buffer.allocUnsafe(firstCapacity(total, rest));
     this.partialCode = code;
+    this.partialTotal = total;
     this.partialFilled = chunk.copy(this.partial, 0, off);
   }
 
@@ -163,21 +180,29 @@ export class MessageFramer {
       if (this.headLen < hdr) return -1;
       const code = this.untagged ? 0 : this.head[0];
       const total = this.messageLength(code, this.head.readInt32BE(this.untagged ? 0 : 1));
-      this.partial = Buffer.allocUnsafe(total);
+      this.partial = Buffer.allocUnsafe(firstCapacity(total, hdr + chunk.length - off));
       this.partialCode = code;
+      this.partialTotal = total;
       this.partialFilled = this.head.copy(this.partial, 0, 0, hdr);
       this.headLen = 0;
     }
-    const p = this.partial;
-    const take = Math.min(p.length - this.partialFilled, chunk.length - off);
+    const total = this.partialTotal;
+    const take = Math.min(total - this.partialFilled, chunk.length - off);
+    let p = this.partial;
+    if (this.partialFilled + take > p.length) {
+      // grow with what arrives (at least doubling: copies stay linear in the message's size)
+      const bigger = Buffer.allocUnsafe(Math.min(total, Math.max(2 * p.length, this.partialFilled + take)));
+      p.copy(bigger, 0, 0, this.partialFilled);
+      this.partial = p = bigger;
+    }
     chunk.copy(p, this.partialFilled, off, off + take);
     this.partialFilled += take;
     off += take;
-    if (this.partialFilled < p.length) return -1;
+    if (this.partialFilled < total) return -1;
     this.partial = null;
     this.partialFilled = 0;
     if (this.partialCode === 0) this.untagged = false;
-    this.onMessage(this.partialCode, p, 0, p.length);
+    this.onMessage(this.partialCode, p, 0, total);
     return off;
   }
 }

@@ -284,6 +284,29 @@ export function describeStatement(name: string): Buffer {
   return b;
 }
 
+export const flushMessage = Buffer.from([F.Flush, 0, 0, 0, 4]);
+
+/** A simple Query message, for statements the engine sends on its own account. */
+export function queryMessage(sql: string): Buffer {
+  return buildMessage(F.Query, Buffer.from(sql + '\0', 'utf8'));
+}
+
+/**
+ * Parse + Bind + Execute + Close (portal) + Close (statement) of `sql` under the named
+ * statement and portal `name`: runs one statement inside an extended-protocol batch without
+ * touching the client's unnamed statement or portal (a simple Query would drop both).
+ */
+export function runNamed(name: string, sql: string): Buffer {
+  const n = name + '\0';
+  return Buffer.concat([
+    buildMessage(F.Parse, Buffer.from(`${n}${sql}\0\0\0`, 'utf8')),
+    buildMessage(F.Bind, Buffer.from(`${n}${n}\0\0\0\0\0\0`, 'utf8')),
+    buildMessage(F.Execute, Buffer.from(`${n}\0\0\0\0`, 'utf8')),
+    buildMessage(F.Close, Buffer.from(`P${n}`, 'utf8')),
+    buildMessage(F.Close, Buffer.from(`S${n}`, 'utf8')),
+  ]);
+}
+
 // ---- DataRow ----
 
 /**

@@ -9,7 +9,8 @@ import type { Relations, ViewDef } from '../../policy/guardrails/index.ts';
 
 export type { Relations, ViewDef };
 
-export type Verdict = { action: 'allow' } | { action: 'deny' | 'review'; rule: string; message: string };
+/** `guard`: run it so that it can be undone (guardrails.max_rows), see the engine's README */
+export type Verdict = { action: 'allow'; guard?: boolean } | { action: 'deny' | 'review'; rule: string; message: string; guard?: boolean };
 export type Derivation = Array<'masked' | 'plain' | 'unknown'>;
 /** judges a simple Query text or a Parse (with its statement name: SQL EXECUTE can run it) */
 export type Judge = (sql: string, statementName?: string) => Verdict;
@@ -78,7 +79,8 @@ export function loadPolicy(conn: ConnectionConfig): Promise<Policy> {
 
 async function compile(conn: ConnectionConfig): Promise<Policy> {
   const g = conn.guardrails;
-  const hasGuardrails = !!g && (g.deny.length > 0 || g.review.length > 0 || g.deny_patterns.length > 0);
+  const hasGuardrails = !!g && (g.deny.length > 0 || g.review.length > 0 || g.deny_patterns.length > 0 || g.deny_functions.length > 0
+    || g.max_rows?.delete !== undefined || g.max_rows?.update !== undefined);
   const mcfg = conn.masking;
   const masking = mcfg && (mcfg.columns.length > 0 || mcfg.detectors.length > 0) ? await import('../../policy/masking/index.ts') : null;
   const m = masking && mcfg ? masking.compileMasking(mcfg) : null;

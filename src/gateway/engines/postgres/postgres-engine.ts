@@ -26,13 +26,14 @@ import { clientLink, type Engine, type EngineContext, type EngineFactory, type R
 import { formatDuration } from '../../config/duration.ts';
 import { MessageFramer, ProtocolError } from './framer.ts';
 import {
-  B, F, authenticationOk, backendKeyData, cancelRequest, describeStatement, errorField, errorResponse,
+  B, F, authenticationOk, backendKeyData, cancelRequest, describeStatement, errorField, errorResponse, flushMessage,
   negotiateProtocolVersion, noticeResponse, parameterStatus, parseBind, parseErrorFields, parseExecute, parseParse, parseQuery,
-  parseStartupPacket, parseTargetRef, readyForQuery, sslNo, terminateMessage,
+  parseStartupPacket, parseTargetRef, queryMessage, readyForQuery, runNamed, sslNo, syncMessage, terminateMessage,
 } from './messages.ts';
 import { Outbox } from './outbox.ts';
 import { loginToTarget, openTarget, TargetLoginError, type TargetChannel, type TargetSession } from './target-login.ts';
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
+import { startupParams } from './startup-params.ts';
 import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Screen, type Verdict } from './policy.ts';
 import { Catalog, mayChangeCatalog } from './catalog.ts';
 import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
@@ -44,11 +45,11 @@ const HELD_BUFFER = 1024 * 1024;
 /** the server's own allocation limit for one value is 1 GiB */
 const MAX_TARGET_MESSAGE = 1024 * 1024 * 1024;
 
-/** startup parameters passed on to the target; anything else (options, replication, ...) is dropped */
-const FORWARDED_PARAMS = new Set(['application_name', 'client_encoding', 'datestyle', 'timezone', 'intervalstyle', 'extra_float_digits', 'search_path']);
 
 interface StmtInfo {
   text: string;
+  /** guardrails.max_rows applies to its Executes */
+  guard?: boolean;
   /** guardrails.review matched at Parse: each Execute of it waits for its own approval */
   review?: Exclude<Verdict, { action: 'allow' }>;
   /** RowDescription of the statement (Describe 'S'); null until known, [] for NoData */
@@ -87,7 +88,7 @@ interface Result {
   copyHeader: boolean;
 }
 
-type OpKind = 'simple' | 'function' | 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'synthetic';
+type OpKind = 'simple' | 'function' | 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'synthetic' | 'barrier';
 
 /** One result recorded inside a statement's `query.completed` event. */
 interface RecordedResult {
@@ -120,10 +121,19 @@ interface Op {
   injected: boolean;
   bytes: Buffer | null;
   ready: boolean;
+  /** max_rows: the client's statement runs inside the gateway's transaction or savepoint */
+  guarded: boolean;
+  /** an injected statement whose ErrorResponse and ReadyForQuery are the client's */
+  relay: boolean;
+  /** drop what the target still sends for it (an over-limit statement, up to its ReadyForQuery) */
+  swallow: boolean;
+  /** barrier: runs when every earlier request got its answer (false: the batch failed before it) */
+  run: ((ok: boolean) => void) | null;
+  skipped: boolean;
 }
 
 function newOp(kind: OpKind): Op {
-  return { kind, text: '', t0: 0, t1: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
+  return { kind, text: '', t0: 0, t1: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false, guarded: false, relay: false, swallow: false, run: null, skipped: false };
 }
 
 const TEXT_COPY: CopyFormat = { csv: false };
@@ -145,6 +155,25 @@ function copyFormat(text: string): CopyFormat {
 
 type Phase = 'startup' | 'login' | 'ready' | 'closed';
 
+const TX_IDLE = 0x49; // I
+const TX_BLOCK = 0x54; // T
+const TX_FAILED = 0x45; // E
+/** the savepoint and the statement/portal name the gateway uses for max_rows */
+const GUARD_NAME = 'hoop_max_rows_guard';
+
+/**
+ * guardrails.max_rows: a DELETE/UPDATE running inside a transaction the gateway opened
+ * ('tx', the client was in autocommit) or a savepoint it set ('savepoint', inside the
+ * client's transaction), until its command tag's count is known.
+ */
+interface Guard {
+  mode: 'tx' | 'savepoint';
+  protocol: 'simple' | 'extended';
+  /** the error sent instead of an over-limit command tag */
+  over: string | null;
+  /** extended: the statement failed; the server skips to Sync: end the guard at ReadyForQuery */
+  failed: boolean;
+}
 class PostgresEngine implements Engine {
   private readonly ctx: EngineContext;
   private client: TunnelLink | null = null;
@@ -175,7 +204,11 @@ class PostgresEngine implements Engine {
   private readonly completed: Op[] = [];
   private readonly stmts = new Map<string, StmtInfo>();
   private readonly portals = new Map<string, PortalInfo>();
-  private txStatus = 0x49; // I
+  private txStatus = TX_IDLE;
+  private guard: Guard | null = null;
+  /** the client framer is paused until the guarded statement's count is known */
+  private guardHeld = false;
+  private readonly maxRows: { delete?: number; update?: number } | undefined;
   /** after a blocked extended-protocol message: drop client messages until Sync */
   private discarding = false;
   /** an extended-protocol message went to the target since the last Sync */
@@ -209,6 +242,8 @@ class PostgresEngine implements Engine {
     this.recordResults = rec.results;
     this.maxRowsPerStatement = rec.max_rows_per_statement;
     this.sessionRowsLeft = rec.max_rows_per_session;
+    const m = ctx.connection.guardrails?.max_rows;
+    this.maxRows = m && (m.delete !== undefined || m.update !== undefined) ? m : undefined;
   }
 
   handle(client: Duplex): Promise<void> {
@@ -228,6 +263,7 @@ class PostgresEngine implements Engine {
 
   terminate(reason: string): void {
     if (this.closed || !this.client) return;
+    this.cancelInFlight(reason);
     this.clientOut.push(errorResponse('FATAL', '57P01', reason || 'terminating connection'));
     this.flushClient();
     this.close();
@@ -343,11 +379,13 @@ class PostgresEngine implements Engine {
       this.decide('simple', text, verdict, buf, start, end);
       return;
     }
-    this.sendQuery(text, buf, start, end);
+    this.sendQuery(text, buf, start, end, verdict?.guard);
   }
 
-  private sendQuery(text: string, buf: Buffer, start: number, end: number): void {
+  private sendQuery(text: string, buf: Buffer, start: number, end: number, guard = false, guarded = false): void {
+    if (guard && this.maxRows) { this.runGuarded('simple', (g) => this.sendQuery(text, buf, start, end, false, g)); return; }
     const op = newOp('simple');
+    op.guarded = guarded;
     op.text = text;
     op.t0 = performance.now();
     this.ops.push(op);
@@ -363,11 +401,11 @@ class PostgresEngine implements Engine {
       this.decide('extended', p.text, verdict, buf, start, end, p.statement);
       return;
     }
-    this.sendParse(p.statement, p.text, buf, start, end);
+    this.sendParse(p.statement, p.text, buf, start, end, verdict?.guard);
   }
 
-  private sendParse(name: string, text: string, buf: Buffer, start: number, end: number): void {
-    const s: StmtInfo = { text, fields: null, shape: null, tBytes: null };
+  private sendParse(name: string, text: string, buf: Buffer, start: number, end: number, guard = false): void {
+    const s: StmtInfo = { text, fields: null, shape: null, tBytes: null, ...(guard ? { guard } : {}) };
     this.stmts.set(name, s);
     if (this.catalog) this.watchCatalog(text, performance.now());
     this.ops.push(newOp('parse'));
@@ -408,8 +446,18 @@ class PostgresEngine implements Engine {
     this.sendExecute(portal, buf, start, end);
   }
 
-  private sendExecute(portal: PortalInfo | null, buf: Buffer, start: number, end: number): void {
+  private sendExecute(portal: PortalInfo | null, buf: Buffer, start: number, end: number, guarded?: boolean): void {
+    if (guarded === undefined && portal?.stmt.guard && this.maxRows) {
+      if (parseExecute(buf, start, end).maxRows > 0) {
+        // a row-limited Execute reports its count only at the last fetch, after the rows went out
+        this.block('extended', portal.stmt.text, { rule: 'max_rows', message: 'hoopctl: a DELETE or UPDATE cannot be executed with a row limit on a connection with guardrails.max_rows' }, { code: '42501', routine: 'hoop_max_rows' });
+        return;
+      }
+      this.runGuarded('extended', (g) => this.sendExecute(portal, buf, start, end, g));
+      return;
+    }
     const op = newOp('execute');
+    op.guarded = guarded ?? false;
     op.portal = portal;
     op.text = portal?.stmt.text ?? '';
     op.t0 = performance.now();
@@ -431,11 +479,11 @@ class PostgresEngine implements Engine {
     }
     if (mode === 'extended') {
       // Parse runs nothing: it goes on, and each Execute of the statement is held (onExecute)
-      this.sendParse(stmtName, text, buf, start, end);
+      this.sendParse(stmtName, text, buf, start, end, verdict.guard);
       this.stmts.get(stmtName)!.review = verdict;
       return;
     }
-    this.hold('simple', verdict, text, text, this.policy?.reviewText(text) ?? text, () => this.sendQuery(text, buf, start, end));
+    this.hold('simple', verdict, text, text, this.policy?.reviewText(text) ?? text, () => this.sendQuery(text, buf, start, end, verdict.guard));
   }
 
   /**
@@ -491,6 +539,10 @@ class PostgresEngine implements Engine {
       this.block(mode, text, { rule: verdict.rule, message }, { code, routine, hint: o.status === 'cancelled' ? undefined : `review ${o.id || '(none)'} on connection "${this.ctx.connection.name}"` });
     }
     this.clientHeld.review = false;
+    if (!this.guardHeld) this.resumeClientFramer();
+  }
+
+  private resumeClientFramer(): void {
     try {
       this.clientFramer.resume();
     } catch (err) {
@@ -500,6 +552,187 @@ class PostgresEngine implements Engine {
     this.flushTarget();
     this.flushClient();
     this.resumeClient();
+  }
+
+  // ---------------------------------------------------------------- guardrails.max_rows
+
+  /**
+   * Runs a DELETE/UPDATE so that it can be undone. Later client messages wait in the framer;
+   * a barrier waits until every earlier request is answered, so the transaction status is
+   * exact. Then, in autocommit, BEGIN goes before the statement; inside the client's
+   * transaction, SAVEPOINT. The count in the command tag decides (endGuard). `send(true)`
+   * sends the client's statement as guarded; `send(false)` as is (the transaction has
+   * already failed, or an earlier message of the batch failed: the server will refuse it).
+   */
+  private runGuarded(protocol: 'simple' | 'extended', send: (guarded: boolean) => void): void {
+    this.clientFramer.pause();
+    this.guardHeld = true;
+    const b = newOp('barrier');
+    b.run = (ok) => {
+      const st = this.txStatus;
+      if (!ok || st === TX_FAILED || this.closed) { send(false); this.releaseGuardHold(); return; }
+      const mode = st === TX_IDLE ? 'tx' : 'savepoint';
+      this.guard = { mode, protocol, over: null, failed: false };
+      this.inject(protocol, mode === 'tx' ? 'BEGIN' : `SAVEPOINT ${GUARD_NAME}`, false);
+      send(true);
+      // the server holds extended-protocol answers until Sync or Flush: the count is needed now
+      if (protocol === 'extended') this.targetOut.push(flushMessage);
+      this.flushTarget();
+    };
+    this.ops.push(b);
+    if (this.batchOpen) this.targetOut.push(flushMessage);
+    this.flushTarget();
+    this.checkBarrier();
+  }
+
+  /** Runs a barrier that reached the head of the queue. */
+  private checkBarrier(): void {
+    const ops = this.ops;
+    if (ops.length > 0 && ops[0].kind === 'barrier') {
+      const b = ops.shift()!;
+      b.run!(!b.skipped);
+    }
+  }
+
+  private releaseGuardHold(): void {
+    if (!this.guardHeld) return;
+    this.guardHeld = false;
+    if (!this.clientHeld.review) this.resumeClientFramer();
+  }
+
+  /**
+   * Sends a statement of the gateway's own: a simple Query where the client's own protocol is
+   * simple (at a ReadyForQuery boundary), else the named Parse/Bind/Execute/Close (the client's
+   * unnamed statement and portal stay), followed by Sync when `sync`. Answers are swallowed but
+   * for a `relay` query's ErrorResponse and ReadyForQuery, which the client gets as its own.
+   */
+  private inject(protocol: 'simple' | 'extended', sql: string, relay: boolean, sync = false): void {
+    if (protocol === 'simple') {
+      const op = Object.assign(newOp('simple'), { injected: true, relay, text: sql });
+      this.ops.push(op);
+      this.targetOut.push(queryMessage(sql));
+      return;
+    }
+    for (const kind of ['parse', 'bind', 'execute', 'close', 'close'] as const) this.ops.push(Object.assign(newOp(kind), { injected: true }));
+    this.targetOut.push(runNamed(GUARD_NAME, sql));
+    if (sync) {
+      this.ops.push(Object.assign(newOp('sync'), { injected: true, relay }));
+      this.targetOut.push(syncMessage);
+    }
+  }
+
+  /** The error for a command tag over the connection's limit, or null. */
+  private overLimit(tag: string): string | null {
+    const m = /^(DELETE|UPDATE|MERGE) (\d+)$/.exec(tag);
+    if (!m || !this.maxRows) return null;
+    const n = Number(m[2]);
+    const { delete: d, update: u } = this.maxRows;
+    // MERGE's tag counts all its actions together: the lower limit holds
+    const limit = m[1] === 'DELETE' ? d : m[1] === 'UPDATE' ? u : Math.min(d ?? Infinity, u ?? Infinity);
+    if (limit === undefined || n <= limit) return null;
+    const key = m[1] === 'MERGE' ? (d !== undefined && (u === undefined || d <= u) ? 'delete' : 'update') : m[1].toLowerCase();
+    return `hoopctl: ${m[1]} affected ${n} rows, more than guardrails.max_rows.${key} = ${limit} on connection "${this.ctx.connection.name}": rolled back, no row was changed`;
+  }
+
+  /** The guarded statement's CommandComplete: forward it, or replace it with the max_rows error. */
+  private guardedTag(op: Op, tag: string, buf: Buffer, start: number, end: number): void {
+    const g = this.guard!;
+    const over = this.overLimit(tag);
+    if (over) {
+      g.over = over;
+      op.error = over;
+      this.ctx.stats.blocked++;
+      this.ctx.audit('query.blocked', { rule: 'max_rows', statement: this.policy ? this.policy.reviewText(op.text) : op.text, message: over });
+      this.clientOut.push(errorResponse('ERROR', '42501', over, {
+        hint: `the gateway's guardrails for connection "${this.ctx.connection.name}" limit how many rows one statement may change`,
+        routine: 'hoop_max_rows',
+      }));
+      // the rest of a multi-statement query is not run, as after any error
+      if (op.kind === 'simple') op.swallow = true;
+    } else this.clientOut.range(buf, start, end);
+    if (g.protocol === 'extended') this.endGuardExtended();
+  }
+
+  /**
+   * Extended protocol: the guarded Execute completed (the server is still inside the batch):
+   * COMMIT / RELEASE, or undo it. After an over-limit error the client's messages up to Sync
+   * are dropped, as the server does after an error.
+   */
+  private endGuardExtended(): void {
+    const g = this.guard!;
+    this.guard = null;
+    const sql = g.mode === 'tx' ? (g.over ? 'ROLLBACK' : 'COMMIT') : g.over ? `ROLLBACK TO SAVEPOINT ${GUARD_NAME}` : `RELEASE SAVEPOINT ${GUARD_NAME}`;
+    this.inject('extended', sql, false);
+    if (g.over && g.mode === 'savepoint') this.inject('extended', `RELEASE SAVEPOINT ${GUARD_NAME}`, false);
+    if (g.over) this.discarding = true;
+    this.flushTarget();
+    this.releaseGuardHold();
+  }
+
+  /**
+   * The ReadyForQuery after a guarded simple query (or after a guarded Execute that failed):
+   * end the gateway's transaction or savepoint. Returns false when the ReadyForQuery goes to
+   * the client as it is; true when an injected statement's ReadyForQuery will stand for it.
+   */
+  private endGuardAtReady(status: number): boolean {
+    const g = this.guard!;
+    this.guard = null;
+    let sql: string | null;
+    if (g.mode === 'tx') sql = g.over || status !== TX_BLOCK ? 'ROLLBACK' : 'COMMIT';
+    // the client's transaction failed on its own: it stays failed, as without the gateway
+    else if (status === TX_FAILED) sql = null;
+    else sql = g.over ? `ROLLBACK TO SAVEPOINT ${GUARD_NAME}; RELEASE SAVEPOINT ${GUARD_NAME}` : `RELEASE SAVEPOINT ${GUARD_NAME}`;
+    if (sql !== null) {
+      if (g.protocol === 'simple') this.inject('simple', sql, true);
+      else this.inject('extended', sql, true, true);
+      this.flushTarget();
+    }
+    this.releaseGuardHold();
+    return sql !== null;
+  }
+
+  /**
+   * Answers to the gateway's own statements: swallowed, but for a relayed error and
+   * ReadyForQuery. False: not its answer (a notification, ParameterStatus), handle as usual.
+   */
+  private onInjected(op: Op, code: number, buf: Buffer, start: number, end: number): boolean {
+    switch (code) {
+      case B.ReadyForQuery:
+        this.txStatus = buf[start + 5];
+        this.ops.shift();
+        if (op.relay) this.clientOut.range(buf, start, end);
+        this.emitSynthetic();
+        return true;
+      case B.ErrorResponse:
+        // a COMMIT can fail (a deferred constraint, a serialization failure): the client's statement did not persist
+        this.ctx.log.info({ sql: op.text }, 'a statement of the gateway (max_rows) failed');
+        if (op.relay) this.forwardMasked(buf, start, end, this.policy?.mask ? maskErrorMessage : null);
+        if (op.kind !== 'simple' && op.kind !== 'sync') {
+          // extended: the server skips to the next Sync
+          while (this.ops.length > 0 && this.ops[0].injected && this.ops[0].kind !== 'sync') this.ops.shift();
+        }
+        return true;
+      case B.ParseComplete:
+      case B.BindComplete:
+      case B.CloseComplete:
+        this.ops.shift();
+        return true;
+      case B.CommandComplete:
+      case B.EmptyQueryResponse:
+        if (op.kind === 'execute') this.ops.shift();
+        return true;
+      case B.NoticeResponse:
+        // WARNING: there is no transaction in progress, and the like: not the client's
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** Follows BEGIN/COMMIT/ROLLBACK inside an extended-protocol batch (ReadyForQuery comes only at Sync). */
+  private noteTxTag(tag: string, text: string): void {
+    if (tag === 'BEGIN' || tag === 'START TRANSACTION') this.txStatus = TX_BLOCK;
+    else if (tag === 'COMMIT' || tag === 'PREPARE TRANSACTION' || (tag === 'ROLLBACK' && !/^\s*(rollback|abort)\s+((work|transaction)\s+)?to\b/i.test(text))) this.txStatus = TX_IDLE;
   }
 
   private block(mode: 'simple' | 'extended', text: string, v: { rule: string; message: string }, as: { code: string; routine: string; hint?: string } = { code: '42501', routine: 'hoop_guardrail' }): void {
@@ -533,6 +766,7 @@ class PostgresEngine implements Engine {
       if (op.bytes) this.clientOut.push(op.bytes);
       if (op.ready) this.clientOut.push(readyForQuery(this.txStatus));
     }
+    this.checkBarrier();
   }
 
   // ---------------------------------------------------------------- startup and login
@@ -603,6 +837,28 @@ class PostgresEngine implements Engine {
     return this.connectTarget();
   }
 
+  /**
+   * Lease end (issue 10 §4): closing the target connection does not stop a running statement
+   * (the backend notices the closed socket only when it next reads or writes), so a statement
+   * that sleeps and then writes would still commit. When the target has not answered
+   * everything yet, a CancelRequest with the real backend key goes out on a new connection
+   * first; the Terminate that close() sends is read after the cancelled statement.
+   */
+  private cancelInFlight(reason: string): void {
+    const key = this.backend;
+    if (!key || !this.ops.some((o) => o.kind !== 'synthetic' && o.kind !== 'barrier')) return;
+    this.ctx.audit('query.cancelled', { reason });
+    void this.connectTarget().then(({ socket: s }) => new Promise<void>((resolve) => {
+      s.once('error', () => resolve());
+      s.once('close', () => resolve());
+      s.end(cancelRequest(key.pid, key.secret));
+      setTimeout(() => { s.destroy(); resolve(); }, 5000).unref();
+    })).catch((err: Error) => this.ctx.log.warn({ err: err.message }, 'cancelling the running statement at lease end failed'));
+  }
+
+  /** the real backend's key (for cancelling at lease end) */
+  private backend: { pid: number; secret: number } | null = null;
+
   private async forwardCancel(pid: number, secret: number): Promise<void> {
     const entry = lookupBackend(pid, secret);
     try {
@@ -625,17 +881,12 @@ class PostgresEngine implements Engine {
   private async login(minor: number, clientParams: Map<string, string>): Promise<void> {
     const ctx = this.ctx;
     const t = ctx.connection.target;
-    const params: Array<[string, string]> = [];
-    const unrecognized: string[] = [];
-    let clientDb: string | undefined;
-    for (const [k, v] of clientParams) {
-      const lk = k.toLowerCase();
-      if (lk === 'database') clientDb = v;
-      else if (k.startsWith('_pq_.')) unrecognized.push(k);
-      else if (lk === 'hoop.detach_reviews') this.reviewDetach = ['on', 'true', '1', 'yes'].includes(v.toLowerCase());
-      else if (lk === 'hoop.review') this.reviewResume = v;
-      else if (FORWARDED_PARAMS.has(lk)) params.push([k, v]);
-    }
+    // GUCs go on but for a deny-list of what would bypass policy (startup-params.ts)
+    const { params, unrecognized, database: clientDb, hoop, dropped } = startupParams(clientParams);
+    const detach = hoop.get('hoop.detach_reviews');
+    if (detach !== undefined) this.reviewDetach = ['on', 'true', '1', 'yes'].includes(detach.toLowerCase());
+    this.reviewResume = hoop.get('hoop.review') ?? null;
+    if (dropped.length > 0) ctx.log.info({ dropped }, 'startup parameters not forwarded to the target');
     const user = t.user ?? 'postgres';
     const database = (t.allow_client_database && clientDb) || t.database || user;
     let session: TargetSession;
@@ -666,6 +917,7 @@ class PostgresEngine implements Engine {
     if (this.policy.mask?.columnRules) this.catalog = Catalog.for({ target: t, user, password: ctx.secret.password, database, tls: session.tls });
     const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret, withdraw: () => this.withdraw() });
     this.releaseKey = key.release;
+    this.backend = { pid: session.pid, secret: session.secret };
     this.txStatus = session.txStatus;
 
     if (minor > 0 || unrecognized.length > 0) this.clientOut.push(negotiateProtocolVersion(unrecognized));
@@ -730,6 +982,10 @@ class PostgresEngine implements Engine {
     const ops = this.ops;
     const op = ops.length > 0 ? ops[0] : null;
     const mask = this.policy?.mask ?? null;
+    if (op !== null) {
+      if (op.injected && op.kind !== 'describe' && this.onInjected(op, code, buf, start, end)) return;
+      if (op.swallow && code !== B.ReadyForQuery) return;
+    }
     switch (code) {
       case B.DataRow: {
         const res = op?.res;
@@ -798,15 +1054,20 @@ class PostgresEngine implements Engine {
       case B.PortalSuspended: {
         if (op?.kind === 'simple' || op?.kind === 'execute') {
           const res = op.res;
+          if (code === B.CommandComplete) op.tag = buf.toString('utf8', start + 5, end - 1);
           if (res?.copyRefused) {
             out.push(errorResponse('ERROR', '42501', 'hoopctl: binary COPY output cannot be masked on this connection; use text or csv format'));
             op.error = 'binary COPY refused';
-          } else out.range(buf, start, end);
-          if (code === B.CommandComplete) op.tag = buf.toString('utf8', start + 5, end - 1);
+          } else if (op.guarded && this.guard) this.guardedTag(op, op.tag, buf, start, end);
+          else out.range(buf, start, end);
           this.ctx.stats.statements++;
           if (res) { op.rows += res.rows; this.recordResult(op, res); }
           if (op.kind === 'simple') op.res = null;
-          else this.complete();
+          else {
+            if (this.batchOpen) this.noteTxTag(op.tag, op.text);
+            this.complete();
+            if (op.guarded && this.guard) this.endGuardExtended();
+          }
           return;
         }
         out.range(buf, start, end);
@@ -814,10 +1075,12 @@ class PostgresEngine implements Engine {
       }
       case B.ReadyForQuery: {
         this.txStatus = buf[start + 5];
+        const g = this.guard;
+        const endsGuard = g !== null && (g.protocol === 'extended' ? g.failed : op?.guarded === true);
         // committed (idle outside a transaction): the side connection now sees the change
         if (this.catalogChanged && this.txStatus === 0x49) { this.catalogChanged = false; this.catalog?.invalidate(); }
         // the Sync or simple query this answers; anything still before it was skipped after an error
-        while (ops.length > 0 && ops[0].kind !== 'synthetic') {
+        while (ops.length > 0 && ops[0].kind !== 'synthetic' && ops[0].kind !== 'barrier') {
           const o = ops.shift()!;
           if (o.kind === 'simple' || o.kind === 'function' || o.kind === 'sync') {
             if (o.kind !== 'sync') this.recordCompleted(o);
@@ -828,7 +1091,8 @@ class PostgresEngine implements Engine {
             this.recordCompleted(o);
           }
         }
-        out.range(buf, start, end);
+        // max_rows: the injected COMMIT/ROLLBACK's ReadyForQuery will stand for this one
+        if (!(endsGuard && this.endGuardAtReady(this.txStatus))) out.range(buf, start, end);
         this.emitSynthetic();
         return;
       }
@@ -842,6 +1106,11 @@ class PostgresEngine implements Engine {
           this.takeMaskCount();
           if (m) { out.push(m); msg = mask.text(msg); } else out.range(buf, start, end);
         } else out.range(buf, start, end);
+        if (op?.kind === 'execute' && op.guarded && this.guard) {
+          // the server skips to Sync; the gateway's transaction ends at the ReadyForQuery
+          this.guard.failed = true;
+          this.releaseGuardHold();
+        }
         if (op && (op.kind === 'simple' || op.kind === 'function')) {
           op.error = msg;
           this.ctx.stats.statements++;
@@ -849,6 +1118,7 @@ class PostgresEngine implements Engine {
         } else if (op && op.kind !== 'sync' && op.kind !== 'synthetic') {
           // extended protocol: the server skips everything up to the next Sync
           while (ops.length > 0 && ops[0].kind !== 'sync' && !(ops[0].kind === 'synthetic' && ops[0].ready)) {
+            if (ops[0].kind === 'barrier') { ops[0].skipped = true; break; }
             const o = ops.shift()!;
             if (o.kind === 'execute') {
               o.error = msg;
@@ -1178,6 +1448,7 @@ class PostgresEngine implements Engine {
   }
 
   private flushClient(): void {
+    this.checkBarrier();
     const c = this.client;
     if (!c) return;
     const r = this.clientOut.flush(c);
@@ -1250,6 +1521,5 @@ class PostgresEngine implements Engine {
 
 export const postgresEngine: EngineFactory = {
   type: 'postgres',
-  defaultLocalPort: 15432,
   create: (ctx) => new PostgresEngine(ctx),
 };

@@ -151,8 +151,3 @@ export class ScramClient {
     this.#verified = true;
   }
 }
-
-/** For tests: forget the derived keys. */
-export function clearScramCache(): void {
-  keyCache.clear();
-}

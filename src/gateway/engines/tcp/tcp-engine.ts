@@ -56,4 +56,4 @@ class TcpEngine implements Engine {
   }
 }
 
-export const tcpEngine: EngineFactory = { type: 'tcp', defaultLocalPort: 0, create: (ctx) => new TcpEngine(ctx) };
+export const tcpEngine: EngineFactory = { type: 'tcp', create: (ctx) => new TcpEngine(ctx) };

@@ -38,7 +38,26 @@ export interface Analysis {
    * token). Only an analysis without any may be shared by texts of the same shape (shape.ts).
    */
   readonly literalsRead: boolean;
+  /** every function the text calls (lowercased name, schema dropped) -> where, for deny_functions */
+  readonly calls: ReadonlyMap<string, string>;
+  /** DELETE / UPDATE / MERGE statements, for max_rows (see Writes) */
+  readonly writes: Writes;
 }
+
+/**
+ * What max_rows needs: a DELETE, UPDATE or MERGE that is a statement of its own (top level of
+ * the text, or of a PREPARE body) reports its row count in its command tag, so the gateway can
+ * count it. One anywhere else (a data-modifying WITH, COPY (DELETE ... RETURNING), EXPLAIN
+ * ANALYZE, a DO block or function body, a rule action) runs without a tag of its own.
+ */
+export interface Writes {
+  readonly top: ReadonlySet<WriteKind>;
+  /** the kinds found where no command tag counts them -> what and where (first of each) */
+  readonly hidden: ReadonlyMap<WriteKind, string>;
+  /** a statement of the text begins, ends or rolls back a transaction or savepoint */
+  readonly txControl: boolean;
+}
+export type WriteKind = 'delete' | 'update';
 
 /** How deep code may hide inside code (a DO block running a string that holds a DO block...). */
 const MAX_DEPTH = 8;
@@ -60,6 +79,22 @@ class Collector implements RuleContext {
   stmtText = '';
   readonly labels: string[] = [];
   depth = 0;
+  readonly calls = new Map<string, string>();
+  readonly top = new Set<WriteKind>();
+  readonly hidden = new Map<WriteKind, string>();
+  /** the node of the statement being walked whose command tag the client gets (null inside bodies) */
+  root: PgNode | null = null;
+  txControl = false;
+
+  call(name: string): void {
+    const n = name.toLowerCase();
+    if (n && !this.calls.has(n)) this.calls.set(n, this.where());
+  }
+
+  write(kind: WriteKind, node: PgNode, what: string): void {
+    if (node === this.root) this.top.add(kind);
+    else if (!this.hidden.has(kind)) this.hidden.set(kind, `a ${what} inside another statement${this.where()}`);
+  }
 
   hit(rule: GuardrailRule, what: string): void {
     if (!this.hits.has(rule)) this.hits.set(rule, what + this.where());
@@ -83,11 +118,19 @@ class Collector implements RuleContext {
   }
 
   toAnalysis(literalsRead = this.nested): Analysis {
-    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, literalsRead };
+    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, literalsRead, calls: this.calls, writes: { top: this.top, hidden: this.hidden, txControl: this.txControl } };
   }
 }
 
 const cache = new Lru<string, Analysis>(2000);
+const NO_WRITES: Writes = { top: new Set(), hidden: new Map(), txControl: false };
+
+/** the node inside a statement wrapper (`{ DeleteStmt: {...} }` -> the DeleteStmt) */
+function rootOf(stmt: PgNode | undefined): PgNode | null {
+  if (!stmt) return null;
+  for (const k in stmt) return stmt[k] as PgNode;
+  return null;
+}
 
 /** The analysis of `sql` (one or more statements), cached by text. */
 export function analyzeSql(sql: string): Analysis {
@@ -96,15 +139,17 @@ export function analyzeSql(sql: string): Analysis {
   const parsed = parseSql(sql);
   let out: Analysis;
   if (!parsed.ok) {
-    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [], literalsRead: true };
+    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [], literalsRead: true, calls: new Map(), writes: NO_WRITES };
   } else {
     const c = new Collector();
     c.texts.push(sql);
     const reads = literalReads();
     for (const s of parsed.stmts) {
       c.stmtText = s.text;
+      c.root = rootOf(s.stmt);
       visit(s.stmt, c);
     }
+    c.root = null;
     out = c.toAnalysis(c.nested || literalReads() !== reads);
   }
   cache.set(sql, out);
@@ -120,6 +165,8 @@ function analyzeNested(sql: string, c: Collector, label: string): void {
     const parsed = parseSql(sql);
     if (!parsed.ok) return c.fail(`could not parse ${JSON.stringify(clip(sql))}: ${parsed.error}`);
     const saved = c.stmtText;
+    const savedRoot = c.root;
+    c.root = null; // nested code has no command tag of its own
     c.depth++;
     try {
       for (const s of parsed.stmts) {
@@ -129,6 +176,7 @@ function analyzeNested(sql: string, c: Collector, label: string): void {
     } finally {
       c.depth--;
       c.stmtText = saved;
+      c.root = savedRoot;
     }
   });
 }
@@ -145,8 +193,11 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
     body.depth = c.depth;
     body.stmtText = c.stmtText;
     body.labels.push(...c.labels, `prepared statement ${n.name}`);
+    // EXECUTE of it reports the body's own command tag: its top-level DELETE is countable
+    body.root = c.root === n ? rootOf(n.query) : null;
     visit(n.query, body);
     if (body.nested) c.nested = true;
+    for (const [k, v] of body.calls) if (!c.calls.has(k)) c.calls.set(k, v);
     c.steps.push({ op: 'prepare', name: n.name, body: body.toAnalysis() });
     return true;
   },
@@ -183,6 +234,7 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
   },
   FuncCall(n, c) {
     const name = lastName(n.funcname);
+    c.call(name);
     if (!SQL_RUNNING_FUNCTIONS.has(name)) return false;
     for (const a of (n.args ?? []) as PgNode[]) {
       const s = constantString(a);
@@ -197,14 +249,48 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
   },
 };
 
+/**
+ * Nodes that name a function the statement makes callable or runs other than by a FuncCall:
+ * triggers, event triggers, casts, operators and aggregates (CREATE OPERATOR ... FUNCTION =
+ * pg_sleep would make `1 === 2` call it).
+ */
+const namedFunctions: Record<string, (n: PgNode, c: Collector) => void> = {
+  CreateTrigStmt: (n, c) => c.call(lastName(n.funcname)),
+  CreateEventTrigStmt: (n, c) => c.call(lastName(n.funcname)),
+  CreateCastStmt: (n, c) => c.call(lastName(n.func?.objname)),
+  DefineStmt: (n, c) => {
+    for (const d of (n.definition ?? []) as PgNode[]) {
+      const arg = d.DefElem?.arg;
+      const names = arg?.TypeName?.names ?? arg?.List?.items;
+      if (Array.isArray(names)) c.call(lastName(names));
+    }
+  },
+};
+
+const WRITES: Record<string, WriteKind> = { DeleteStmt: 'delete', UpdateStmt: 'update' };
+
 /** The generic walk: every node of the tree, checks by node type. */
 function visit(v: unknown, c: Collector): void {
   walkTree(v, (key, child) => {
     const first = key.charCodeAt(0);
     if (first < 65 || first > 90) return false;
     checkFor(key)?.(child, c);
+    const w = WRITES[key];
+    if (w) c.write(w, child, key === 'DeleteStmt' ? 'DELETE' : 'UPDATE');
+    else if (key === 'MergeStmt') mergeWrites(child, c);
+    else if (key === 'TransactionStmt') c.txControl = true;
+    else namedFunctions[key]?.(child, c);
     return Boolean(special[key]?.(child, c));
   });
+}
+
+/** MERGE's tag counts the rows of all its actions together: each DELETE/UPDATE action is bounded by that count. */
+function mergeWrites(n: PgNode, c: Collector): void {
+  for (const w of (n.mergeWhenClauses ?? []) as PgNode[]) {
+    const t = w.MergeWhenClause?.commandType;
+    if (t === 'CMD_DELETE') c.write('delete', n, 'MERGE ... THEN DELETE');
+    else if (t === 'CMD_UPDATE') c.write('update', n, 'MERGE ... THEN UPDATE');
+  }
 }
 
 // --- PL/pgSQL ----------------------------------------------------------------------------
