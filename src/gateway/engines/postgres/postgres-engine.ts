@@ -35,7 +35,7 @@ import { loginToTarget, openTarget, TargetLoginError, type TargetChannel, type T
 import { lookupBackend, registerBackend } from './cancel-registry.ts';
 import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Screen, type Verdict } from './policy.ts';
 import { Catalog, mayChangeCatalog } from './catalog.ts';
-import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
+import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, maskParameterStatusMessage, rowValues, type ResultShape } from './masking-stage.ts';
 
 /** largest message accepted from a client (CopyData chunks, Bind with big parameters) */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -120,10 +120,12 @@ interface Op {
   injected: boolean;
   bytes: Buffer | null;
   ready: boolean;
+  /** its statement touches a masked column (lineage): what answers it is masked strongly */
+  touched: boolean;
 }
 
 function newOp(kind: OpKind): Op {
-  return { kind, text: '', t0: 0, t1: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false };
+  return { kind, text: '', t0: 0, t1: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false, touched: false };
 }
 
 const TEXT_COPY: CopyFormat = { csv: false };
@@ -176,6 +178,16 @@ class PostgresEngine implements Engine {
   private readonly stmts = new Map<string, StmtInfo>();
   private readonly portals = new Map<string, PortalInfo>();
   private txStatus = 0x49; // I
+  /**
+   * A statement that touched a masked column is in flight or in the open transaction: error and
+   * notice texts, our own notifications and ParameterStatus values are masked strongly (issue 10).
+   * Transaction-wide: notifications and deferred-constraint errors arrive at COMMIT.
+   */
+  private tainted = false;
+  /** the target backend's pid: a notification from it was sent by this session's statements */
+  private targetPid = 0;
+  /** the login the gateway uses on the target (the credential floor protects it) */
+  private targetUser = '';
   /** after a blocked extended-protocol message: drop client messages until Sync */
   private discarding = false;
   /** an extended-protocol message went to the target since the last Sync */
@@ -336,8 +348,29 @@ class PostgresEngine implements Engine {
     }
   }
 
+  /**
+   * What no configuration can allow, judged before the guardrails: a statement changing the
+   * gateway's own login (credential floor, issue 10 §2), and one moving a value derived from a
+   * masked column into a side channel (pg_notify, set_config, ...: issue 10 §1).
+   */
+  private floorVerdict(text: string): { rule: string; message: string } | null {
+    const policy = this.policy!;
+    const floor = policy.floor(text, this.targetUser);
+    if (floor !== null) return { rule: 'credential_floor', message: `hoopctl: blocked: ${floor}` };
+    const side = policy.lineage(text, this.catalog?.relations)?.sideChannel;
+    if (side) return { rule: 'masking_side_channel', message: `hoopctl: blocked: ${side}() would carry a value derived from a masked column outside the masked result` };
+    return null;
+  }
+
+  /** Marks `op` and the session tainted when its text touches a masked column. */
+  private taint(op: Op, text: string): void {
+    if (this.policy?.lineage(text, this.catalog?.relations)?.touches) { op.touched = true; this.tainted = true; }
+  }
+
   private onQuery(buf: Buffer, start: number, end: number): void {
     const text = parseQuery(buf, start, end);
+    const refused = this.floorVerdict(text);
+    if (refused) { this.block('simple', text, refused, { code: '42501', routine: 'hoop_floor' }); return; }
     const verdict = this.judge ? this.judge(text) : null;
     if (verdict && verdict.action !== 'allow') {
       this.decide('simple', text, verdict, buf, start, end);
@@ -350,6 +383,7 @@ class PostgresEngine implements Engine {
     const op = newOp('simple');
     op.text = text;
     op.t0 = performance.now();
+    this.taint(op, text);
     this.ops.push(op);
     this.armAnnounce();
     if (this.catalog) this.watchCatalog(text, op.t0);
@@ -358,6 +392,8 @@ class PostgresEngine implements Engine {
 
   private onParse(buf: Buffer, start: number, end: number): void {
     const p = parseParse(buf, start, end);
+    const refused = this.floorVerdict(p.text);
+    if (refused) { this.block('extended', p.text, refused, { code: '42501', routine: 'hoop_floor' }); return; }
     const verdict = this.judge ? this.judge(p.text, p.statement || undefined) : null;
     if (verdict && verdict.action !== 'allow') {
       this.decide('extended', p.text, verdict, buf, start, end, p.statement);
@@ -370,7 +406,9 @@ class PostgresEngine implements Engine {
     const s: StmtInfo = { text, fields: null, shape: null, tBytes: null };
     this.stmts.set(name, s);
     if (this.catalog) this.watchCatalog(text, performance.now());
-    this.ops.push(newOp('parse'));
+    const parseOp = newOp('parse');
+    this.taint(parseOp, text);
+    this.ops.push(parseOp);
     this.forwardExtended(buf, start, end);
     if (this.policy?.mask) {
       // learn the statement's result columns even if the client never asks (pgbench -M prepared):
@@ -416,6 +454,7 @@ class PostgresEngine implements Engine {
     op.res = newResult();
     op.res.formats = portal?.formats;
     op.params = portal && portal.params.length > 0 ? portal.params : null;
+    this.taint(op, op.text);
     this.catalog?.refreshIfOld(op.t0);
     this.ops.push(op);
     this.armAnnounce();
@@ -509,7 +548,8 @@ class PostgresEngine implements Engine {
     ctx.audit('query.blocked', { rule: v.rule, statement, message: v.message });
     if (this.completed.length > 0) this.recordCompletedOps(); // keep the recording in order
     ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message, ...(as.routine !== 'hoop_guardrail' ? { routine: as.routine } : {}) });
-    const hint = as.routine === 'hoop_guardrail' ? `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement` : as.hint;
+    const hint = as.routine === 'hoop_guardrail' ? `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement`
+      : as.routine === 'hoop_floor' ? `built into the gateway for every connection ("${ctx.connection.name}"); no configuration allows it` : as.hint;
     const err = errorResponse('ERROR', as.code, v.message, { hint, routine: as.routine });
     if (mode === 'simple') this.pushSynthetic(err, true);
     else {
@@ -667,10 +707,14 @@ class PostgresEngine implements Engine {
     const key = registerBackend({ connection: ctx.connection.name, pid: session.pid, secret: session.secret, withdraw: () => this.withdraw() });
     this.releaseKey = key.release;
     this.txStatus = session.txStatus;
+    this.targetPid = session.pid;
+    this.targetUser = user;
 
     if (minor > 0 || unrecognized.length > 0) this.clientOut.push(negotiateProtocolVersion(unrecognized));
     this.clientOut.push(authenticationOk);
-    for (const [k, v] of session.params) this.clientOut.push(parameterStatus(k, v));
+    const mask = this.policy.mask;
+    for (const [k, v] of session.params) this.clientOut.push(parameterStatus(k, mask ? mask.parameterStatus(k, v, false, this.maskCounter) : v));
+    this.takeMaskCount();
     this.clientOut.push(backendKeyData(key.pid, key.secret));
     this.clientOut.push(readyForQuery(session.txStatus));
     this.flushClient();
@@ -828,6 +872,8 @@ class PostgresEngine implements Engine {
             this.recordCompleted(o);
           }
         }
+        // the transaction is over: nothing of a touched statement can still come back
+        if (this.tainted && this.txStatus === 0x49) this.tainted = ops.some((o) => o.touched);
         out.range(buf, start, end);
         this.emitSynthetic();
         return;
@@ -838,9 +884,9 @@ class PostgresEngine implements Engine {
         if (severity === 'FATAL' || severity === 'PANIC') this.sawFatal = true;
         let msg = errorField(fields, 'M') ?? 'error';
         if (mask) {
-          const m = maskErrorMessage(buf, start, end, mask, this.maskCounter);
+          const m = maskErrorMessage(buf, start, end, mask, this.maskCounter, this.tainted);
           this.takeMaskCount();
-          if (m) { out.push(m); msg = mask.text(msg); } else out.range(buf, start, end);
+          if (m.bytes) { out.push(m.bytes); msg = m.message ?? msg; } else out.range(buf, start, end);
         } else out.range(buf, start, end);
         if (op && (op.kind === 'simple' || op.kind === 'function')) {
           op.error = msg;
@@ -908,10 +954,13 @@ class PostgresEngine implements Engine {
         out.range(buf, start, end);
         return;
       case B.NoticeResponse:
-        this.forwardMasked(buf, start, end, mask && maskErrorMessage);
+        this.forwardMasked(buf, start, end, mask && ((b, s0, e0, mk, c) => maskErrorMessage(b, s0, e0, mk, c, this.tainted).bytes));
         return;
       case B.NotificationResponse:
-        this.forwardMasked(buf, start, end, mask && maskNotification);
+        this.forwardMasked(buf, start, end, mask && ((b, s0, e0, mk, c) => maskNotification(b, s0, e0, mk, c, this.tainted, this.targetPid)));
+        return;
+      case B.ParameterStatus:
+        this.forwardMasked(buf, start, end, mask && ((b, s0, e0, mk, c) => maskParameterStatusMessage(b, s0, e0, mk, c, this.tainted)));
         return;
       case B.FunctionCallResponse:
       default:
@@ -920,7 +969,7 @@ class PostgresEngine implements Engine {
   }
 
   /** Forwards one backend message, rewritten by `masker` when it changes anything. */
-  private forwardMasked(buf: Buffer, start: number, end: number, masker: typeof maskNotification | null | false | undefined): void {
+  private forwardMasked(buf: Buffer, start: number, end: number, masker: ((buf: Buffer, start: number, end: number, mask: NonNullable<Policy['mask']>, counter: { masked: number }) => Buffer | null) | null | false | undefined): void {
     const mask = this.policy?.mask;
     if (masker && mask) {
       const m = masker(buf, start, end, mask, this.maskCounter);

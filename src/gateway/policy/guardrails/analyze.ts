@@ -16,6 +16,7 @@ import { constantString, isConstant, literalReads } from './constant.ts';
 import { Lru } from './lru.ts';
 import { parsePlpgsql, parseSql, walkTree, type PgNode } from './parser.ts';
 import { checkFor, lastName, type RuleContext } from './rules.ts';
+import { loginChanges, type LoginChange } from './login-changes.ts';
 
 export type Step =
   | { op: 'prepare'; name: string; body: Analysis }
@@ -31,6 +32,8 @@ export interface Analysis {
   /** every SQL text that was analysed (the text itself and code found inside it), for deny_patterns */
   readonly texts: readonly string[];
   readonly steps: readonly Step[];
+  /** statements changing a role's login (password, membership, ...): the credential floor's input */
+  readonly logins: readonly LoginChange[];
   /**
    * Whether the result may depend on the values of the text's literals: constant folding read
    * one (`WHERE 1 = 1`, `set_config('role', ...)`), code was found inside a string or body
@@ -53,6 +56,7 @@ class Collector implements RuleContext {
   readonly hits = new Map<GuardrailRule, string>();
   readonly texts: string[] = [];
   readonly steps: Step[] = [];
+  readonly logins: LoginChange[] = [];
   unanalysable: string | undefined;
   /** code inside a string or a body was analysed: its text is a literal's value */
   nested = false;
@@ -83,7 +87,7 @@ class Collector implements RuleContext {
   }
 
   toAnalysis(literalsRead = this.nested): Analysis {
-    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, literalsRead };
+    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, logins: this.logins, literalsRead };
   }
 }
 
@@ -96,7 +100,7 @@ export function analyzeSql(sql: string): Analysis {
   const parsed = parseSql(sql);
   let out: Analysis;
   if (!parsed.ok) {
-    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [], literalsRead: true };
+    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [], logins: [], literalsRead: true };
   } else {
     const c = new Collector();
     c.texts.push(sql);
@@ -147,6 +151,7 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
     body.labels.push(...c.labels, `prepared statement ${n.name}`);
     visit(n.query, body);
     if (body.nested) c.nested = true;
+    c.logins.push(...body.logins);
     c.steps.push({ op: 'prepare', name: n.name, body: body.toAnalysis() });
     return true;
   },
@@ -197,12 +202,15 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
   },
 };
 
+const LOGIN_NODES = new Set(['AlterRoleStmt', 'AlterRoleSetStmt', 'RenameStmt', 'GrantRoleStmt', 'CreateRoleStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+
 /** The generic walk: every node of the tree, checks by node type. */
 function visit(v: unknown, c: Collector): void {
   walkTree(v, (key, child) => {
     const first = key.charCodeAt(0);
     if (first < 65 || first > 90) return false;
     checkFor(key)?.(child, c);
+    if (LOGIN_NODES.has(key)) loginChanges(key, child, c.logins);
     return Boolean(special[key]?.(child, c));
   });
 }

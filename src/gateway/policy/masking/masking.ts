@@ -449,3 +449,40 @@ export function maskText(m: CompiledMasking, text: string, counter?: MaskCounter
   out = maskContent(m, out, counter, FREE_TEXT);
   return out;
 }
+
+// PostgreSQL quotes the values it echoes in messages: `invalid input syntax for type integer: "…"`
+const QUOTED = /"[^"\n]*"/g;
+// a token holding a digit or an `@`: numbers and addresses a message may echo unquoted
+const VALUE_TOKEN = /[^\s"]*[0-9@][^\s"]*/g;
+
+/**
+ * Free text answering a statement that touched a column-rule column (issue 10: errors are
+ * masked as strongly as results). `whole`: the text is the user's own (RAISE, details, hints,
+ * internal queries): every character as a column rule masks a value (`maskChars`). Otherwise
+ * (a server message template): the quoted values and every token holding a digit or an `@`,
+ * so `invalid input syntax for type integer: "alice@example.com1"` keeps its words and loses
+ * the value: `... integer: "*****@*******.****"`.
+ */
+export function maskTaintedText(m: CompiledMasking, text: string, whole: boolean, counter?: MaskCounter): string {
+  let out = whole ? maskChars(text) : text.replace(QUOTED, (q) => `"${maskChars(q.slice(1, -1))}"`).replace(VALUE_TOKEN, maskChars);
+  if (out === text) out = maskText(m, text, counter);
+  else if (counter) counter.masked++;
+  return out;
+}
+
+/**
+ * ParameterStatus values that clients parse to speak the protocol (encodings, date formats,
+ * versions): PostgreSQL validates them, so they cannot carry a value; any other parameter
+ * (application_name, search_path, session_authorization, extensions' GUC_REPORT ones) goes
+ * through the detectors, or is masked whole after a statement that touched a masked column.
+ */
+const PROTOCOL_PARAMETERS = new Set([
+  'client_encoding', 'datestyle', 'integer_datetimes', 'standard_conforming_strings', 'server_version', 'server_encoding',
+  'intervalstyle', 'timezone', 'is_superuser', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations',
+]);
+
+/** A ParameterStatus value as the client may see it; same instance when unchanged. */
+export function maskParameterStatus(m: CompiledMasking, name: string, value: string, tainted: boolean, counter?: MaskCounter): string {
+  if (PROTOCOL_PARAMETERS.has(name.toLowerCase())) return value;
+  return tainted ? maskTaintedText(m, value, true, counter) : maskText(m, value, counter);
+}
