@@ -18,9 +18,11 @@
  * - code that cannot be parsed or analysed.
  *
  * Side channels: functions whose purpose is to move a value out of the statement's result
- * (SIDE_CHANNEL_FUNCTIONS) are refused when an argument touches a masked column as above, and,
- * inside code (DO/function bodies: PL/pgSQL variables carry values the walk cannot follow), when
- * any argument is not a constant and the code touches a masked column anywhere.
+ * (SIDE_CHANNEL_FUNCTIONS) are refused when an argument touches a masked column as above, and
+ * when any argument is not a constant in a text that touches a masked column anywhere: a value
+ * travels under other names (a subquery's alias, a PL/pgSQL variable) that this walk does not
+ * follow, so it fails closed (`select pg_notify('c', id::text) from customers where email = $1`
+ * is refused too; a constant payload is not).
  */
 import { isConstant } from './constant.ts';
 import { analyzeSql } from './analyze.ts';
@@ -114,7 +116,7 @@ function facts(sql: string, isMasked: IsMasked): TextFacts {
   if (a.unparseable !== undefined || a.unanalysable !== undefined) return { touchesByColumns: true, relations: [] };
   const out: TextFacts = { touchesByColumns: false, relations: [] };
   let nestedSide: string | undefined;
-  a.texts.forEach((text, i) => {
+  a.texts.forEach((text) => {
     const parsed = parseSql(text);
     if (!parsed.ok) { out.touchesByColumns = true; return; }
     for (const s of parsed.stmts) {
@@ -122,8 +124,9 @@ function facts(sql: string, isMasked: IsMasked): TextFacts {
       if (w.touches) out.touchesByColumns = true;
       out.relations.push(...w.relations);
       out.sideChannel ??= w.sideChannel;
-      // inside code, a variable may hold a masked value: any non-constant argument counts
-      if (i > 0) nestedSide ??= w.nonConstantSideCall;
+      // an argument may carry a masked value under another name (a subquery's alias, a
+      // PL/pgSQL variable): in a text that touches a masked column, any non-constant one counts
+      nestedSide ??= w.nonConstantSideCall;
     }
   });
   if (!out.sideChannel && nestedSide && out.touchesByColumns) out.sideChannel = nestedSide;
