@@ -1,7 +1,9 @@
 /**
  * Binds the pure policy modules (guardrails, masking) to one connection's config. Compiled once
- * per connection config and shared by all its sessions; the policy modules are imported only
- * when a connection uses them, so a plain relay never loads the SQL parser.
+ * per connection config and shared by all its sessions; masking is imported only when a
+ * connection uses it. The SQL parser is loaded for every postgres connection since the
+ * credential floor (issue 10 §2) applies to all of them; a plain relay still parses only texts
+ * that pass the floor's keyword pre-check.
  */
 import { Lru } from '../../policy/guardrails/lru.ts';
 import type { ConnectionConfig } from '../../config/schema.ts';
