@@ -58,6 +58,12 @@ describe('email', () => {
     assert.equal(maskContent(m, 'mailto:carol@example.net?subject=hi'), 'mailto:c****@example.net?subject=hi');
     assert.equal(maskContent(m, 'josé@exämple.de'), 'j***@exämple.de');
   });
+  test('issue 10: an address followed by other characters', () => {
+    assert.equal(maskContent(m, 'alice@example.com1'), 'a****@example.com1', "email || '1'");
+    assert.equal(maskContent(m, 'alice@example.com.42'), 'a****@example.com.42');
+    assert.equal(maskContent(m, 'alice@mail.example.org-7x'), 'a****@mail.example.org-7x');
+    assert.equal(maskContent(m, 'alice@example.comXYZ'), 'a****@example.comXYZ');
+  });
   test('does not touch things that are not addresses', () => {
     for (const v of ['user@localhost', '@example.com', 'a@b', 'foo @ bar.com', 'price @ 3.50', 'alice@example.c', '@@@', 'me@.com']) unchanged(m, v);
   });
@@ -89,14 +95,26 @@ describe('credit_card', () => {
     assert.equal(luhnValid('4111111111111111'), true);
     assert.equal(luhnValid('4111111111111112'), false);
     for (const v of [
-      '4111 1111 1111 1112', '4111111111111112', '1234567890123456789', // invalid / snowflake-like id
+      '4111 1111 1111 1112', '4111111111111112', // invalid
       '9111111111111111'.slice(0, 15) + '9', '1000000000000008', // Luhn-valid but prefix 1 / 9
-      '41111111111111111111111', // too long
       '2024-01-01 12:00:00', '2024-01-01 12:00:00.123456+00', '20240101120000',
       '550e8400-e29b-41d4-a716-446655440000', '12345678-1234-1234-1234-123456789012',
       '1704067200123', 'order 4111 1111', '12345',
     ]) unchanged(m, v);
     assert.equal(luhnValid('1000000000000008'), true, 'the prefix test above is really about the prefix');
+    // a number's own text (int8, numeric, JSON numbers) is judged whole: snowflake ids stay
+    assert.equal(maskValue(m, '1234567890123456789', PgType.int8), '1234567890123456789');
+  });
+  test('issue 10: a card inside a longer digit run or with its separators replaced', () => {
+    assert.equal(maskContent(m, '41111111111111111'), '************11111', "card || '1'");
+    assert.equal(maskContent(m, '941111111111111111'), '9************11111', "'9' || card");
+    assert.equal(maskContent(m, '41111111111111111111111'), '************11111111111', 'every 13-19 window is tried');
+    assert.equal(maskContent(m, 'x14111 1111 1111 1111'), 'x1**** **** **** 1111');
+    assert.equal(maskContent(m, '4111.1111.1111.1111'), '****.****.****.1111');
+    assert.equal(maskContent(m, '4111/1111/1111/1111'), '****/****/****/1111');
+    assert.equal(maskContent(m, '4111_1111_1111_1111'), '****_****_****_1111');
+    assert.equal(maskText(m, 'invalid input syntax for type integer: "41111111111111112"'), 'invalid input syntax for type integer: "************11112"');
+    for (const v of ['2024-01-01 2024-01-02', '1234567.891234', '3.14159265358979']) unchanged(m, v);
   });
 });
 
@@ -108,8 +126,15 @@ describe('ssn', () => {
     assert.equal(maskContent(m, 'ID-123-45-6789'), 'ID-***-**-6789');
     assert.equal(maskContent(m, '123-45-6789\n987-65-4321'), '***-**-6789\n***-**-4321');
   });
-  test('bare 9 digits, longer dash chains, dates and uuids are not SSNs', () => {
-    for (const v of ['123456789', '1123-45-6789', '123-45-67890', '5-123-45-6789', '123-45-6789-1', '2024-01-01', '123-456-789', '550e8400-e29b-41d4-a716-446655440000']) unchanged(m, v);
+  test('issue 10: digits appended or prepended, separators replaced; bare 9 digits in free text only', () => {
+    assert.equal(maskContent(m, '123-45-67891'), '***-**-67891', "ssn || '1'");
+    assert.equal(maskContent(m, '1123-45-6789'), '1***-**-6789', "'1' || ssn");
+    assert.equal(maskContent(m, 'x123 45 6789'), 'x*** ** 6789');
+    assert.equal(maskContent(m, '123.45.6789'), '***.**.6789');
+    assert.equal(maskContent(m, '123/45/6789'), '***/**/6789');
+    assert.equal(maskText(m, 'invalid input syntax for type integer: "123456789x"'), 'invalid input syntax for type integer: "*****6789x"');
+    unchanged(m, '123456789');
+    for (const v of ['2024-01-01', '123-456-789', '1.123.45.6789', '550e8400-e29b-41d4-a716-446655440000', '12 345 6789']) unchanged(m, v);
   });
 });
 

@@ -258,3 +258,15 @@ test('target restart mid-session: the client gets an error, a new connection wor
   assert.equal(r.stdout.trim(), '42');
   assert.equal((await fetch(`${gw.url}/healthz`)).status, 200);
 });
+
+test('issue 10: through hoopctl connect, the gateway login cannot be changed and errors are masked like results', async () => {
+  const r = await psql('-At', '-c', "ALTER ROLE CURRENT_USER PASSWORD 'x'", '-c', "alter user app password 'SCRAM-SHA-256$4096:AAAA'",
+    '-c', "select cast(email || '1' as int) from customers", '-c', 'select 7');
+  assert.match(r.stderr, /ERROR:\s+hoopctl: blocked: ALTER ROLE ... PASSWORD would change the gateway's own database login/);
+  assert.match(r.stderr, /invalid input syntax for type integer: "\*+@\*+\.\*+"/);
+  assert.doesNotMatch(r.stderr, /ada|bob@/);
+  assert.match(r.stdout, /^7$/m, 'the session goes on');
+  // the configured password still opens the database; the attacker's does not
+  assert.equal((await db.psql('select 1', { db: 'app', user: 'app', password: 'app-secret' })).trim(), '1');
+  await assert.rejects(db.psql('select 1', { db: 'app', user: 'app', password: 'x' }));
+});

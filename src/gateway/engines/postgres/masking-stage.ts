@@ -17,14 +17,16 @@
  *   (their bytes are the UTF-8 text);
  * - content detectors run on every other value, type-aware (a card number found in an int8
  *   makes it NULL; json stays valid json);
- * - error and notice texts (message, detail, hint, context, internal query) and notification
- *   payloads go through the text masker, which also masks the values PostgreSQL quotes in
- *   "Key (col)=(value)" and "Failing row contains (...)" details.
+ * - error and notice texts (message, detail, hint, context, internal query), notification
+ *   payloads and ParameterStatus values go through the text masker, which also masks the values
+ *   PostgreSQL quotes in "Key (col)=(value)" and "Failing row contains (...)" details; after a
+ *   statement that touched a masked column (lineage.ts), they are masked as strongly as a
+ *   column rule masks a value (issue 10).
  */
 import type { Field } from 'pg-protocol/dist/messages.js';
 import type { Catalog } from './catalog.ts';
 import type { CopyFormat, Derivation, MaskCounter, MaskFns, Screen } from './policy.ts';
-import { B, buildDataRow, buildErrorFields, buildMessage, buildNotification, parseErrorFields, readCString } from './messages.ts';
+import { B, buildDataRow, buildErrorFields, buildMessage, buildNotification, parameterStatus, parseErrorFields, readCString } from './messages.ts';
 
 export interface ResultShape {
   names: string[];
@@ -277,26 +279,59 @@ export function rowValues(buf: Buffer, start: number, end: number, formats: read
 }
 
 /** Masks ErrorResponse / NoticeResponse texts; null when unchanged. */
-export function maskErrorMessage(buf: Buffer, start: number, end: number, mask: MaskFns, counter: MaskCounter): Buffer | null {
+// a line of an error's context (W) that names code, never a value
+const SAFE_CONTEXT = /^(?:PL\/pgSQL function [^\n"]* line \d+ at [A-Za-z ]+|SQL function "[^"\n]*"(?: statement \d+| during [a-z ]+)?|PL\/pgSQL function [^\n"]*|during [a-z ]+)$/;
+// the user's own text: RAISE (any level, any SQLSTATE it chose), ASSERT's message
+const USER_ROUTINES = new Set(['exec_stmt_raise', 'exec_stmt_assert']);
+
+/**
+ * Masks one ErrorResponse/NoticeResponse: M message, D detail, H hint, W context, q internal
+ * query. `tainted` (issue 10): the message answers a statement that touched a masked column,
+ * so values in it are masked as a column rule masks them: the user's own text (RAISE/ASSERT,
+ * details, hints, internal queries, context lines that are not code locations) entirely, a
+ * server message's quoted values and digit/`@` tokens; the SQLSTATE and the other fields stay.
+ * Returns the rebuilt message (null when unchanged) and the message text as masked (for the
+ * recording).
+ */
+export function maskErrorMessage(buf: Buffer, start: number, end: number, mask: MaskFns, counter: MaskCounter, tainted = false): { bytes: Buffer | null; message: string | undefined } {
   const fields = parseErrorFields(buf, start, end);
   let changed = false;
+  let message: string | undefined;
+  let userText = false;
+  if (tainted) for (const [code, value] of fields) if (code === 0x52 && USER_ROUTINES.has(value)) userText = true;
   for (const f of fields) {
     const [code, value] = f;
-    // M message, D detail, H hint, W context, q internal query
     if (code !== 0x4d && code !== 0x44 && code !== 0x48 && code !== 0x57 && code !== 0x71) continue;
-    const v = mask.text(value, counter);
+    let v: string;
+    if (!tainted) v = mask.text(value, counter);
+    else if (code === 0x4d) v = mask.taintedText(value, userText, counter);
+    else if (code === 0x57) v = value.split('\n').map((line) => (SAFE_CONTEXT.test(line) ? line : mask.taintedText(line, !line.startsWith('SQL statement "'), counter))).join('\n');
+    else v = mask.taintedText(value, true, counter);
+    if (code === 0x4d) message = v;
     if (v !== value) { f[1] = v; changed = true; }
   }
-  return changed ? buildErrorFields(buf[start], fields) : null;
+  return { bytes: changed ? buildErrorFields(buf[start], fields) : null, message };
 }
 
-export function maskNotification(buf: Buffer, start: number, end: number, mask: MaskFns, counter: MaskCounter): Buffer | null {
+/**
+ * Masks one NotificationResponse payload: detectors; entirely when our own backend sent it
+ * (`ownPid`) while a statement that touched a masked column is in its transaction.
+ */
+export function maskNotification(buf: Buffer, start: number, end: number, mask: MaskFns, counter: MaskCounter, tainted = false, ownPid = 0): Buffer | null {
   const pid = buf.readInt32BE(start + 5);
   const [channel, p] = readCString(buf, start + 9, end);
   const [payload] = readCString(buf, p, end);
-  const m = mask.text(payload, counter);
+  const m = tainted && pid === ownPid ? mask.taintedText(payload, true, counter) : mask.text(payload, counter);
   if (m === payload) return null;
   return buildNotification(pid, channel, m);
+}
+
+/** Masks one ParameterStatus value (see MaskFns.parameterStatus); null when unchanged. */
+export function maskParameterStatusMessage(buf: Buffer, start: number, end: number, mask: MaskFns, counter: MaskCounter, tainted: boolean): Buffer | null {
+  const [name, p] = readCString(buf, start + 5, end);
+  const [value] = readCString(buf, p, end);
+  const m = mask.parameterStatus(name, value, tainted, counter);
+  return m === value ? null : parameterStatus(name, m);
 }
 
 /** Masks one CopyData message of a text/csv COPY TO STDOUT; null when unchanged. */

@@ -1,7 +1,9 @@
 /**
  * Binds the pure policy modules (guardrails, masking) to one connection's config. Compiled once
- * per connection config and shared by all its sessions; the policy modules are imported only
- * when a connection uses them, so a plain relay never loads the SQL parser.
+ * per connection config and shared by all its sessions; masking is imported only when a
+ * connection uses it. The SQL parser is loaded for every postgres connection since the
+ * credential floor (issue 10 §2) applies to all of them; a plain relay still parses only texts
+ * that pass the floor's keyword pre-check.
  */
 import { Lru } from '../../policy/guardrails/lru.ts';
 import type { ConnectionConfig } from '../../config/schema.ts';
@@ -33,6 +35,10 @@ export interface MaskFns {
   newScreen(): Screen;
   /** detectors on free text (also masks values quoted in error details); same instance when unchanged */
   text(text: string, counter?: MaskCounter): string;
+  /** free text answering a statement that touched a masked column (whole: the user's own text) */
+  taintedText(text: string, whole: boolean, counter?: MaskCounter): string;
+  /** a ParameterStatus value (protocol-critical ones pass); same instance when unchanged */
+  parameterStatus(name: string, value: string, tainted: boolean, counter?: MaskCounter): string;
   /** one COPY TO STDOUT row */
   copyLine(line: string, columnsMasked: boolean[] | null, format: CopyFormat, counter: MaskCounter): string;
   /** per column of a view: derived from a column-rule column; null = mask them all (see derivation.ts) */
@@ -44,9 +50,20 @@ export interface Screen { mayMatch(buf: Buffer, start: number, end: number): boo
 
 export interface CopyFormat { csv: boolean; delimiter?: string; null?: string }
 
+/** what the statement's lineage says about its side channels (lineage.ts) */
+export interface Lineage { touches: boolean; sideChannel?: string }
+
 export interface Policy {
   /** one judge per client connection (the guardrail session keeps its own cache) */
   newJudge(): Judge | null;
+  /**
+   * The credential floor (every connection, no config turns it off): a refusal message when
+   * the text changes the gateway's own target login `user`, else null. Parses only texts
+   * that pass a cheap keyword pre-check.
+   */
+  floor(sql: string, user: string): string | null;
+  /** null without column rules (nothing to follow); else whether the text touches a masked column */
+  lineage(sql: string, relations?: Relations | null): Lineage | null;
   mask: MaskFns | null;
   /** per output column of the statement's last result: derived from a masked column or not (views expanded with `relations`) */
   derive(sql: string, relations?: Relations | null): Derivation | null;
@@ -85,14 +102,18 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
   const masking = mcfg && (mcfg.columns.length > 0 || mcfg.detectors.length > 0) ? await import('../../policy/masking/index.ts') : null;
   const m = masking && mcfg ? masking.compileMasking(mcfg) : null;
   const columnRules = !!m?.active && m.hasColumnRules;
-  // column rules follow values through expressions and views: that needs the SQL parser
-  const guardrails = hasGuardrails || columnRules ? await import('../../policy/guardrails/index.ts') : null;
-  if (guardrails) await guardrails.initGuardrails();
+  // the SQL parser: guardrails, column rules (they follow values through expressions and views)
+  // and the credential floor, which every connection has (loaded once per process)
+  const guardrails = await import('../../policy/guardrails/index.ts');
+  await guardrails.initGuardrails();
+  const floor: Policy['floor'] = (sql, user) => (guardrails.mayChangeLogin(sql) ? guardrails.credentialFloor(sql, user) : null);
   let mask: MaskFns | null = null;
   let derive: Policy['derive'] = () => null;
-  const copyOptions: Policy['copyOptions'] = (sql) => (guardrails ? guardrails.copyOutOptions(sql) : null);
+  let lineage: Policy['lineage'] = () => null;
+  const copyOptions: Policy['copyOptions'] = (sql) => guardrails.copyOutOptions(sql);
   if (masking && m?.active) {
-    const columnMatches = (name: string) => masking.columnMatches(m, name);
+    // the catalog statistics' sample values are masked like column-rule columns (lineage.ts)
+    const columnMatches = (name: string) => masking.columnMatches(m, name) || (columnRules && guardrails.STATS_VALUE_COLUMNS.has(name.toLowerCase()));
     mask = {
       columnRules,
       detectors: m.hasDetectors,
@@ -101,15 +122,20 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
       value: (value, typeOid, counter) => masking.maskValue(m, value, typeOid, counter),
       newScreen: () => new masking.ByteScreen(m),
       text: (text, counter) => masking.maskText(m, text, counter),
+      taintedText: (text, whole, counter) => masking.maskTaintedText(m, text, whole, counter),
+      parameterStatus: (name, value, tainted, counter) => masking.maskParameterStatus(m, name, value, tainted, counter),
       copyLine: (line, cols, f, counter) => f.csv
         ? masking.maskCsvLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter)
         : masking.maskCopyLine(m, line, cols, { delimiter: f.delimiter, null: f.null }, counter),
-      viewColumns: (view, relations) => (guardrails ? guardrails.viewColumnsMasked(view, columnMatches, relations) : null),
+      viewColumns: (view, relations) => guardrails.viewColumnsMasked(view, columnMatches, relations),
     };
-    if (guardrails && columnRules) derive = (sql, relations) => guardrails.outputDerivation(sql, columnMatches, relations);
+    if (columnRules) {
+      derive = (sql, relations) => guardrails.outputDerivation(sql, columnMatches, relations);
+      lineage = (sql, relations) => guardrails.statementLineage(sql, columnMatches, relations);
+    }
   }
   let newJudge: Policy['newJudge'] = () => null;
-  if (guardrails && hasGuardrails) {
+  if (hasGuardrails) {
     const rules = guardrails.compileGuardrails(g);
     newJudge = () => {
       const session = new guardrails.GuardrailSession(rules);
@@ -120,7 +146,7 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
   // is a masked column name cannot hold one, and is not scanned (~1 µs instead of a WASM scan)
   const literals = new Lru<string, { text: string; maskedParams: ReadonlySet<number> }>(2000);
   const maskLiterals = (sql: string): { text: string; maskedParams: ReadonlySet<number> } => {
-    if (!mask?.columnRules || !guardrails) return { text: sql, maskedParams: NONE };
+    if (!mask?.columnRules) return { text: sql, maskedParams: NONE };
     const hit = literals.get(sql);
     if (hit) return hit;
     const words = sql.match(WORD);
@@ -142,5 +168,5 @@ async function compile(conn: ConnectionConfig): Promise<Policy> {
     const { text, maskedParams } = maskLiterals(sql);
     return { text: mask.text(text), params: params ? params.map((p, i) => (p === null ? null : maskedParams.has(i + 1) ? starParam(p) : mask!.text(p))) : null };
   };
-  return { newJudge, mask, derive, copyOptions, reviewText, recordText };
+  return { newJudge, floor, lineage, mask, derive, copyOptions, reviewText, recordText };
 }

@@ -36,7 +36,7 @@ import { lookupBackend, registerBackend } from './cancel-registry.ts';
 import { startupParams } from './startup-params.ts';
 import { loadPolicy, type CopyFormat, type Derivation, type Judge, type Policy, type Screen, type Verdict } from './policy.ts';
 import { Catalog, mayChangeCatalog } from './catalog.ts';
-import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, rowValues, type ResultShape } from './masking-stage.ts';
+import { buildShape, copyColumnsMasked, maskCopyData, maskDataRow, maskErrorMessage, maskNotification, maskParameterStatusMessage, rowValues, type ResultShape } from './masking-stage.ts';
 
 /** largest message accepted from a client (CopyData chunks, Bind with big parameters) */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -130,10 +130,12 @@ interface Op {
   /** barrier: runs when every earlier request got its answer (false: the batch failed before it) */
   run: ((ok: boolean) => void) | null;
   skipped: boolean;
+  /** its statement touches a masked column (lineage): what answers it is masked strongly */
+  touched: boolean;
 }
 
 function newOp(kind: OpKind): Op {
-  return { kind, text: '', t0: 0, t1: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false, guarded: false, relay: false, swallow: false, run: null, skipped: false };
+  return { kind, text: '', t0: 0, t1: 0, params: null, results: null, announced: false, rows: 0, tag: '', error: null, res: null, stmt: null, portal: null, describe: null, injected: false, bytes: null, ready: false, touched: false, guarded: false, relay: false, swallow: false, run: null, skipped: false };
 }
 
 const TEXT_COPY: CopyFormat = { csv: false };
@@ -209,6 +211,16 @@ class PostgresEngine implements Engine {
   /** the client framer is paused until the guarded statement's count is known */
   private guardHeld = false;
   private readonly maxRows: { delete?: number; update?: number } | undefined;
+  /**
+   * A statement that touched a masked column is in flight or in the open transaction: error and
+   * notice texts, our own notifications and ParameterStatus values are masked strongly (issue 10).
+   * Transaction-wide: notifications and deferred-constraint errors arrive at COMMIT.
+   */
+  private tainted = false;
+  /** the target backend's pid: a notification from it was sent by this session's statements */
+  private targetPid = 0;
+  /** the login the gateway uses on the target (the credential floor protects it) */
+  private targetUser = '';
   /** after a blocked extended-protocol message: drop client messages until Sync */
   private discarding = false;
   /** an extended-protocol message went to the target since the last Sync */
@@ -372,8 +384,29 @@ class PostgresEngine implements Engine {
     }
   }
 
+  /**
+   * What no configuration can allow, judged before the guardrails: a statement changing the
+   * gateway's own login (credential floor, issue 10 §2), and one moving a value derived from a
+   * masked column into a side channel (pg_notify, set_config, ...: issue 10 §1).
+   */
+  private floorVerdict(text: string): { rule: string; message: string } | null {
+    const policy = this.policy!;
+    const floor = policy.floor(text, this.targetUser);
+    if (floor !== null) return { rule: 'credential_floor', message: `hoopctl: blocked: ${floor}` };
+    const side = policy.lineage(text, this.catalog?.relations)?.sideChannel;
+    if (side) return { rule: 'masking_side_channel', message: `hoopctl: blocked: ${side}() would carry a value derived from a masked column outside the masked result` };
+    return null;
+  }
+
+  /** Marks `op` and the session tainted when its text touches a masked column. */
+  private taint(op: Op, text: string): void {
+    if (this.policy?.lineage(text, this.catalog?.relations)?.touches) { op.touched = true; this.tainted = true; }
+  }
+
   private onQuery(buf: Buffer, start: number, end: number): void {
     const text = parseQuery(buf, start, end);
+    const refused = this.floorVerdict(text);
+    if (refused) { this.block('simple', text, refused, { code: '42501', routine: 'hoop_floor' }); return; }
     const verdict = this.judge ? this.judge(text) : null;
     if (verdict && verdict.action !== 'allow') {
       this.decide('simple', text, verdict, buf, start, end);
@@ -388,6 +421,7 @@ class PostgresEngine implements Engine {
     op.guarded = guarded;
     op.text = text;
     op.t0 = performance.now();
+    this.taint(op, text);
     this.ops.push(op);
     this.armAnnounce();
     if (this.catalog) this.watchCatalog(text, op.t0);
@@ -396,6 +430,8 @@ class PostgresEngine implements Engine {
 
   private onParse(buf: Buffer, start: number, end: number): void {
     const p = parseParse(buf, start, end);
+    const refused = this.floorVerdict(p.text);
+    if (refused) { this.block('extended', p.text, refused, { code: '42501', routine: 'hoop_floor' }); return; }
     const verdict = this.judge ? this.judge(p.text, p.statement || undefined) : null;
     if (verdict && verdict.action !== 'allow') {
       this.decide('extended', p.text, verdict, buf, start, end, p.statement);
@@ -408,7 +444,9 @@ class PostgresEngine implements Engine {
     const s: StmtInfo = { text, fields: null, shape: null, tBytes: null, ...(guard ? { guard } : {}) };
     this.stmts.set(name, s);
     if (this.catalog) this.watchCatalog(text, performance.now());
-    this.ops.push(newOp('parse'));
+    const parseOp = newOp('parse');
+    this.taint(parseOp, text);
+    this.ops.push(parseOp);
     this.forwardExtended(buf, start, end);
     if (this.policy?.mask) {
       // learn the statement's result columns even if the client never asks (pgbench -M prepared):
@@ -464,6 +502,7 @@ class PostgresEngine implements Engine {
     op.res = newResult();
     op.res.formats = portal?.formats;
     op.params = portal && portal.params.length > 0 ? portal.params : null;
+    this.taint(op, op.text);
     this.catalog?.refreshIfOld(op.t0);
     this.ops.push(op);
     this.armAnnounce();
@@ -706,7 +745,7 @@ class PostgresEngine implements Engine {
       case B.ErrorResponse:
         // a COMMIT can fail (a deferred constraint, a serialization failure): the client's statement did not persist
         this.ctx.log.info({ sql: op.text }, 'a statement of the gateway (max_rows) failed');
-        if (op.relay) this.forwardMasked(buf, start, end, this.policy?.mask ? maskErrorMessage : null);
+        if (op.relay) this.forwardMasked(buf, start, end, this.policy?.mask && ((b, s0, e0, mk, c) => maskErrorMessage(b, s0, e0, mk, c, this.tainted).bytes));
         if (op.kind !== 'simple' && op.kind !== 'sync') {
           // extended: the server skips to the next Sync
           while (this.ops.length > 0 && this.ops[0].injected && this.ops[0].kind !== 'sync') this.ops.shift();
@@ -742,7 +781,8 @@ class PostgresEngine implements Engine {
     ctx.audit('query.blocked', { rule: v.rule, statement, message: v.message });
     if (this.completed.length > 0) this.recordCompletedOps(); // keep the recording in order
     ctx.record({ type: 'query.blocked', text: statement, rule: v.rule, message: v.message, ...(as.routine !== 'hoop_guardrail' ? { routine: as.routine } : {}) });
-    const hint = as.routine === 'hoop_guardrail' ? `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement` : as.hint;
+    const hint = as.routine === 'hoop_guardrail' ? `the gateway's guardrails for connection "${ctx.connection.name}" do not allow this statement`
+      : as.routine === 'hoop_floor' ? `built into the gateway for every connection ("${ctx.connection.name}"); no configuration allows it` : as.hint;
     const err = errorResponse('ERROR', as.code, v.message, { hint, routine: as.routine });
     if (mode === 'simple') this.pushSynthetic(err, true);
     else {
@@ -919,10 +959,14 @@ class PostgresEngine implements Engine {
     this.releaseKey = key.release;
     this.backend = { pid: session.pid, secret: session.secret };
     this.txStatus = session.txStatus;
+    this.targetPid = session.pid;
+    this.targetUser = user;
 
     if (minor > 0 || unrecognized.length > 0) this.clientOut.push(negotiateProtocolVersion(unrecognized));
     this.clientOut.push(authenticationOk);
-    for (const [k, v] of session.params) this.clientOut.push(parameterStatus(k, v));
+    const mask = this.policy.mask;
+    for (const [k, v] of session.params) this.clientOut.push(parameterStatus(k, mask ? mask.parameterStatus(k, v, false, this.maskCounter) : v));
+    this.takeMaskCount();
     this.clientOut.push(backendKeyData(key.pid, key.secret));
     this.clientOut.push(readyForQuery(session.txStatus));
     this.flushClient();
@@ -1091,6 +1135,8 @@ class PostgresEngine implements Engine {
             this.recordCompleted(o);
           }
         }
+        // the transaction is over: nothing of a touched statement can still come back
+        if (this.tainted && this.txStatus === 0x49) this.tainted = ops.some((o) => o.touched);
         // max_rows: the injected COMMIT/ROLLBACK's ReadyForQuery will stand for this one
         if (!(endsGuard && this.endGuardAtReady(this.txStatus))) out.range(buf, start, end);
         this.emitSynthetic();
@@ -1102,9 +1148,9 @@ class PostgresEngine implements Engine {
         if (severity === 'FATAL' || severity === 'PANIC') this.sawFatal = true;
         let msg = errorField(fields, 'M') ?? 'error';
         if (mask) {
-          const m = maskErrorMessage(buf, start, end, mask, this.maskCounter);
+          const m = maskErrorMessage(buf, start, end, mask, this.maskCounter, this.tainted);
           this.takeMaskCount();
-          if (m) { out.push(m); msg = mask.text(msg); } else out.range(buf, start, end);
+          if (m.bytes) { out.push(m.bytes); msg = m.message ?? msg; } else out.range(buf, start, end);
         } else out.range(buf, start, end);
         if (op?.kind === 'execute' && op.guarded && this.guard) {
           // the server skips to Sync; the gateway's transaction ends at the ReadyForQuery
@@ -1178,10 +1224,13 @@ class PostgresEngine implements Engine {
         out.range(buf, start, end);
         return;
       case B.NoticeResponse:
-        this.forwardMasked(buf, start, end, mask && maskErrorMessage);
+        this.forwardMasked(buf, start, end, mask && ((b, s0, e0, mk, c) => maskErrorMessage(b, s0, e0, mk, c, this.tainted).bytes));
         return;
       case B.NotificationResponse:
-        this.forwardMasked(buf, start, end, mask && maskNotification);
+        this.forwardMasked(buf, start, end, mask && ((b, s0, e0, mk, c) => maskNotification(b, s0, e0, mk, c, this.tainted, this.targetPid)));
+        return;
+      case B.ParameterStatus:
+        this.forwardMasked(buf, start, end, mask && ((b, s0, e0, mk, c) => maskParameterStatusMessage(b, s0, e0, mk, c, this.tainted)));
         return;
       case B.FunctionCallResponse:
       default:
@@ -1190,7 +1239,7 @@ class PostgresEngine implements Engine {
   }
 
   /** Forwards one backend message, rewritten by `masker` when it changes anything. */
-  private forwardMasked(buf: Buffer, start: number, end: number, masker: typeof maskNotification | null | false | undefined): void {
+  private forwardMasked(buf: Buffer, start: number, end: number, masker: ((buf: Buffer, start: number, end: number, mask: NonNullable<Policy['mask']>, counter: { masked: number }) => Buffer | null) | null | false | undefined): void {
     const mask = this.policy?.mask;
     if (masker && mask) {
       const m = masker(buf, start, end, mask, this.maskCounter);

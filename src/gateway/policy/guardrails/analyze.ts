@@ -16,6 +16,7 @@ import { constantString, isConstant, literalReads } from './constant.ts';
 import { Lru } from './lru.ts';
 import { parsePlpgsql, parseSql, walkTree, type PgNode } from './parser.ts';
 import { checkFor, lastName, type RuleContext } from './rules.ts';
+import { loginChanges, type LoginChange } from './login-changes.ts';
 
 export type Step =
   | { op: 'prepare'; name: string; body: Analysis }
@@ -31,6 +32,8 @@ export interface Analysis {
   /** every SQL text that was analysed (the text itself and code found inside it), for deny_patterns */
   readonly texts: readonly string[];
   readonly steps: readonly Step[];
+  /** statements changing a role's login (password, membership, ...): the credential floor's input */
+  readonly logins: readonly LoginChange[];
   /**
    * Whether the result may depend on the values of the text's literals: constant folding read
    * one (`WHERE 1 = 1`, `set_config('role', ...)`), code was found inside a string or body
@@ -72,6 +75,7 @@ class Collector implements RuleContext {
   readonly hits = new Map<GuardrailRule, string>();
   readonly texts: string[] = [];
   readonly steps: Step[] = [];
+  readonly logins: LoginChange[] = [];
   unanalysable: string | undefined;
   /** code inside a string or a body was analysed: its text is a literal's value */
   nested = false;
@@ -118,7 +122,7 @@ class Collector implements RuleContext {
   }
 
   toAnalysis(literalsRead = this.nested): Analysis {
-    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, literalsRead, calls: this.calls, writes: { top: this.top, hidden: this.hidden, txControl: this.txControl } };
+    return { hits: this.hits, unanalysable: this.unanalysable, texts: this.texts, steps: this.steps, logins: this.logins, literalsRead, calls: this.calls, writes: { top: this.top, hidden: this.hidden, txControl: this.txControl } };
   }
 }
 
@@ -139,7 +143,7 @@ export function analyzeSql(sql: string): Analysis {
   const parsed = parseSql(sql);
   let out: Analysis;
   if (!parsed.ok) {
-    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [], literalsRead: true, calls: new Map(), writes: NO_WRITES };
+    out = { unparseable: parsed.error, hits: new Map(), texts: [sql], steps: [], logins: [], literalsRead: true, calls: new Map(), writes: NO_WRITES };
   } else {
     const c = new Collector();
     c.texts.push(sql);
@@ -198,6 +202,7 @@ const special: Record<string, (n: PgNode, c: Collector) => boolean> = {
     visit(n.query, body);
     if (body.nested) c.nested = true;
     for (const [k, v] of body.calls) if (!c.calls.has(k)) c.calls.set(k, v);
+    c.logins.push(...body.logins);
     c.steps.push({ op: 'prepare', name: n.name, body: body.toAnalysis() });
     return true;
   },
@@ -269,6 +274,8 @@ const namedFunctions: Record<string, (n: PgNode, c: Collector) => void> = {
 
 const WRITES: Record<string, WriteKind> = { DeleteStmt: 'delete', UpdateStmt: 'update' };
 
+const LOGIN_NODES = new Set(['AlterRoleStmt', 'AlterRoleSetStmt', 'RenameStmt', 'GrantRoleStmt', 'CreateRoleStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+
 /** The generic walk: every node of the tree, checks by node type. */
 function visit(v: unknown, c: Collector): void {
   walkTree(v, (key, child) => {
@@ -280,6 +287,7 @@ function visit(v: unknown, c: Collector): void {
     else if (key === 'MergeStmt') mergeWrites(child, c);
     else if (key === 'TransactionStmt') c.txControl = true;
     else namedFunctions[key]?.(child, c);
+    if (LOGIN_NODES.has(key)) loginChanges(key, child, c.logins);
     return Boolean(special[key]?.(child, c));
   });
 }

@@ -10,6 +10,8 @@ import { GuardrailSessionState } from './session.ts';
 export type { Verdict } from './judge.ts';
 export { copyOutOptions, type CopyOutOptions } from './copy-options.ts';
 export { maskStatementLiterals } from './review-text.ts';
+export { credentialFloor, mayChangeLogin } from './credential-floor.ts';
+export { statementLineage, STATS_VALUE_COLUMNS, type Lineage } from './lineage.ts';
 export { outputDerivation, viewColumnsMasked, type Derivation, type Relations, type ViewDef } from './derivation.ts';
 
 /** The compiled rules of one connection. Share it between all sessions of that connection. */

@@ -85,6 +85,22 @@ function validDomain(d: string): boolean {
   return TLD.test(d.slice(lastDot + 1));
 }
 
+/**
+ * Length of the longest prefix of `d` that is a valid domain whose TLD is the leading letters
+ * of one of its labels (`example.com1` → `example.com`), 0 when there is none.
+ */
+function validDomainPrefix(d: string): number {
+  let dot = d.lastIndexOf('.');
+  while (dot > 0) {
+    let e = dot + 1;
+    while (e < d.length && isAsciiLetter(d.charCodeAt(e))) e++;
+    if (e - dot - 1 >= 2 && validDomain(d.slice(0, e))) return e;
+    dot = d.lastIndexOf('.', dot - 1);
+  }
+  return 0;
+}
+function isAsciiLetter(c: number): boolean { return (c >= 65 && c <= 90) || (c >= 97 && c <= 122); }
+
 /** `alice@example.com` → `a****@example.com`: first character of the local part kept, the domain kept. */
 export function maskEmails(s: string, counter?: MaskCounter): string {
   let at = s.indexOf('@');
@@ -99,7 +115,10 @@ export function maskEmails(s: string, counter?: MaskCounter): string {
     while (r < s.length && isDomainChar(s.charCodeAt(r))) r++;
     // a sentence may end right after the address
     while (r > at + 1 && (s.charCodeAt(r - 1) === 46 || s.charCodeAt(r - 1) === 45)) r--;
-    if (l < at && validDomain(s.slice(at + 1, r))) {
+    // `alice@example.com1`, `alice@example.com.42`: the address is the longest prefix of the
+    // domain that ends in a valid TLD (issue 10: a value followed by other characters)
+    if (l < at && !validDomain(s.slice(at + 1, r))) r = at + 1 + validDomainPrefix(s.slice(at + 1, r));
+    if (l < at && r > at + 1 && validDomain(s.slice(at + 1, r))) {
       const masked = at - l === 1 ? '*' : s[l] + '*'.repeat(at - l - 1);
       if (masked !== s.slice(l, at)) {
         out += s.slice(last, l) + masked;
@@ -143,7 +162,35 @@ export function isCardNumber(digits: string): boolean {
   return luhnValid(digits);
 }
 
-function maskCardRun(run: string): string | null {
+/** A card group separator: space and dash as written, `. / _` as separators are replaced (`replace(card, ' ', '.')`). */
+function isCardSep(c: number): boolean { return c === 32 || c === 45 || c === 46 || c === 47 || c === 95; }
+
+/**
+ * Card windows inside a longer digit string `d` (a card with digits appended or prepended,
+ * `card || '1'`): every 13-19-digit window that starts with 2-6 and passes Luhn. Scanned per
+ * window end, extending left one digit at a time with the Luhn sum kept incrementally, so the
+ * cost is 19 steps per digit (linear). Greedy: for each end, the longest valid window; windows
+ * do not overlap. Returns [start, end) pairs.
+ */
+function cardWindows(d: string): number[] {
+  const out: number[] = [];
+  let from = 0;
+  for (let e = 13; e <= d.length; e++) {
+    let sum = 0;
+    let best = -1;
+    for (let k = 0; k < 19 && e - 1 - k >= from; k++) {
+      let v = d.charCodeAt(e - 1 - k) - 48;
+      if (k & 1) { v *= 2; if (v > 9) v -= 9; }
+      sum += v;
+      const first = d.charCodeAt(e - 1 - k);
+      if (k >= 12 && sum % 10 === 0 && first >= 50 && first <= 54) best = e - 1 - k;
+    }
+    if (best >= 0) { out.push(best, e); from = e; e += 12; }
+  }
+  return out;
+}
+
+function maskCardRun(run: string, windows: boolean): string | null {
   // groups as [start, end) offsets into run
   const starts: number[] = [];
   const ends: number[] = [];
@@ -170,19 +217,48 @@ function maskCardRun(run: string): string | null {
       }
       digits += run.slice(starts[j], ends[j]);
       if (digits.length > 19) break;
-      if (digits.length >= 13 && isCardNumber(digits)) best = j;
+      // `. / _` join groups only in 3 or more of them (a decimal `1234567.891234` is not a card)
+      const sep = j > g ? run.charCodeAt(starts[g + 1] - 1) : 32;
+      if (digits.length >= 13 && (sep === 32 || sep === 45 || j - g >= 2) && isCardNumber(digits)) best = j;
     }
     if (best < 0) { g++; continue; }
     const seg = run.slice(starts[g], ends[best]);
     out = (out ?? run).slice(0, starts[g]) + maskDigits(seg, 4) + (out ?? run).slice(ends[best]);
     g = best + 1;
   }
-  return out;
+  if (out !== null || !windows) return out;
+  // no card as written: a card with digits appended or prepended, in one group of 14+ digits or
+  // in a chain of 4-digit groups whose end groups hold 1-6 digits (`14111 1111 1111 11112`)
+  // ranges to mask, built into one string at the end (a long run may hold many windows)
+  const ranges: number[] = [];
+  g = 0;
+  while (g < k) {
+    let j = g;
+    if (ends[g] - starts[g] < 14) {
+      const sep = run.charCodeAt(ends[g]);
+      while (j + 1 < k && run.charCodeAt(ends[j]) === sep && ends[j + 1] - starts[j + 1] <= 6 && (j === g || ends[j] - starts[j] === 4)) j++;
+      if (j - g < 2 || ends[g] - starts[g] > 6) { g = Math.max(g + 1, j); continue; }
+    }
+    let d = '';
+    const pos: number[] = [];
+    for (let x = g; x <= j; x++) for (let p = starts[x]; p < ends[x]; p++) { d += run[p]; pos.push(p); }
+    const w = cardWindows(d);
+    for (let x = 0; x < w.length; x += 2) ranges.push(pos[w[x]], pos[w[x + 1] - 1] + 1);
+    g = j + 1;
+  }
+  if (ranges.length === 0) return null;
+  let built = '';
+  let last = 0;
+  for (let x = 0; x < ranges.length; x += 2) {
+    built += run.slice(last, ranges[x]) + maskDigits(run.slice(ranges[x], ranges[x + 1]), 4);
+    last = ranges[x + 1];
+  }
+  return built + run.slice(last);
 }
 
-/** `4111 1111 1111 1111` → `**** **** **** 1111` */
-export function maskCards(s: string, counter?: MaskCounter): string {
-  // hand-written run scanner: the same as /\d+(?:[ -]\d+)*/g without a match object per run
+/** `4111 1111 1111 1111` → `**** **** **** 1111`; `windows`: also cards inside longer digit runs */
+export function maskCards(s: string, counter?: MaskCounter, windows = true): string {
+  // hand-written run scanner: digit groups joined by single separators, no match object per run
   let out = '';
   let last = 0;
   let n = 0;
@@ -191,31 +267,17 @@ export function maskCards(s: string, counter?: MaskCounter): string {
   while (i < len) {
     if (!isDigit(s.charCodeAt(i))) { i++; continue; }
     const start = i;
-    // can the run hold a card at all: one group of 13-19 digits, or 13+ digits in
-    // consecutive groups of at most 8 digits with one kind of separator (maskCardRun's rules)
-    let possible = false;
-    let chain = 0; // digits in the current chain of groups of at most 8 digits
-    let chainSep = -1; // its separator, -1 while it has one group
-    let prev = 0; // size of the previous group
+    let digits = 0;
     for (;;) {
       const gs = i;
       while (i < len && isDigit(s.charCodeAt(i))) i++;
-      const g = i - gs;
-      if (g >= 13 && g <= 19) possible = true;
-      if (g <= 8) {
-        const sep = gs === start ? -1 : s.charCodeAt(gs - 1);
-        if (chain === 0 || sep === -1) { chain = g; chainSep = -1; }
-        else if (chainSep === -1 || chainSep === sep) { chain += g; chainSep = sep; }
-        else { chain = prev + g; chainSep = sep; } // a new chain from the previous group
-        if (chain >= 13) possible = true;
-      } else chain = 0;
-      prev = g;
+      digits += i - gs;
       const c = s.charCodeAt(i);
-      if ((c === 32 || c === 45) && i + 1 < len && isDigit(s.charCodeAt(i + 1))) { i++; continue; }
+      if (isCardSep(c) && i + 1 < len && isDigit(s.charCodeAt(i + 1))) { i++; continue; }
       break;
     }
-    if (!possible) continue;
-    const masked = maskCardRun(s.slice(start, i));
+    if (digits < 13) continue;
+    const masked = maskCardRun(s.slice(start, i), windows);
     if (masked !== null) {
       out += s.slice(last, start) + masked;
       last = i;
@@ -241,22 +303,45 @@ function digitsAt(s: string, from: number, count: number): boolean {
   return true;
 }
 
-/** `123-45-6789` → `***-**-6789` */
-export function maskSsns(s: string, counter?: MaskCounter): string {
-  // hand scanner from each dash: ddd-dd-dddd, not after a digit or digit-dash, not before one
+/** An SSN separator: the dash as written, or what `replace(ssn, '-', ...)` put in its place. */
+function isSsnSep(c: number): boolean { return c === 45 || c === 32 || c === 46 || c === 47 || c === 95; }
+
+/**
+ * `123-45-6789` → `***-**-6789`. The dashed form is found anywhere, also with digits appended
+ * or prepended (`ssn || '1'`, issue 10); the same shape with one other separator used twice
+ * (`123 45 6789`, `123.45.6789`, `123/45/6789`, `123_45_6789`) when not inside a longer digit
+ * run. With `bare` (free text: errors, notices, notifications), a run of exactly 9 digits is
+ * masked too (`replace(ssn, '-', '')`); in result values it is not (ids, amounts, zip+4).
+ */
+export function maskSsns(s: string, counter?: MaskCounter, bare = false): string {
   let out = '';
   let last = 0;
   let n = 0;
-  let d = s.indexOf('-', 3);
-  while (d >= 0) {
-    const st = d - 3;
-    if (s.charCodeAt(d + 3) === 45 && digitsAt(s, st, 3) && digitsAt(s, d + 1, 2) && digitsAt(s, d + 4, 4)
-      && !afterDigit(s, st, 45) && !isDigit(s.charCodeAt(d + 8)) && !(s.charCodeAt(d + 8) === 45 && isDigit(s.charCodeAt(d + 9)))) {
-      out += `${s.slice(last, st)}***-**-${s.slice(d + 4, d + 8)}`;
-      last = d + 8;
+  const len = s.length;
+  let i = 0;
+  while (i + 9 <= len) {
+    if (!isDigit(s.charCodeAt(i))) { i++; continue; }
+    const sep = s.charCodeAt(i + 3);
+    if (isSsnSep(sep) && s.charCodeAt(i + 6) === sep && digitsAt(s, i, 3) && digitsAt(s, i + 4, 2) && digitsAt(s, i + 7, 4)
+      && (sep === 45 || (!afterDigit(s, i, sep) && !isDigit(s.charCodeAt(i + 11))))) {
+      out += `${s.slice(last, i)}***${s[i + 3]}**${s[i + 6]}${s.slice(i + 7, i + 11)}`;
+      last = i + 11;
       n++;
-      d = s.indexOf('-', d + 8);
-    } else d = s.indexOf('-', d + 1);
+      i += 11;
+      continue;
+    }
+    if (bare && !isDigit(s.charCodeAt(i - 1))) {
+      let e = i;
+      while (e < len && isDigit(s.charCodeAt(e))) e++;
+      if (e - i === 9 && !isDigit(s.charCodeAt(i - 1))) {
+        out += `${s.slice(last, i)}*****${s.slice(i + 5, e)}`;
+        last = e;
+        n++;
+        i = e;
+        continue;
+      }
+    }
+    i++;
   }
   if (n === 0) return s;
   if (counter) counter.masked += n;

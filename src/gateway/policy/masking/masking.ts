@@ -86,7 +86,12 @@ export function columnMatches(m: CompiledMasking, columnName: string): boolean {
  * Runs the content detectors over a text value. Returns the same string instance when nothing
  * matched; when `counter` is given, adds the number of masked matches to `counter.masked`.
  */
-export function maskContent(m: CompiledMasking, value: string, counter?: MaskCounter): string {
+/** maskContent modes: a number's own text (int8, numeric, JSON numbers): no card windows inside longer digit runs */
+export const AS_NUMBER = 1;
+/** free text (errors, notices, notifications, ParameterStatus): also bare 9-digit SSNs */
+export const FREE_TEXT = 2;
+
+export function maskContent(m: CompiledMasking, value: string, counter?: MaskCounter, mode = 0): string {
   const c = m as Compiled;
   // the shortest detectable values are `a@b.co` and `1.1.1.1`
   if (!c.hasDetectors || value.length < 6) return value;
@@ -112,7 +117,7 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
       prevDigit = true;
       continue;
     }
-    if (!(prevDigit && (ch === 32 || ch === 45))) digitRun = 0;
+    if (!(prevDigit && isRunSep(ch))) digitRun = 0;
     prevDigit = false;
     const lower = ch | 32;
     if (lower >= 97 && lower <= 122) { letters++; run++; continue; }
@@ -132,8 +137,8 @@ export function maskContent(m: CompiledMasking, value: string, counter?: MaskCou
   let out = value;
   if (could & D_SECRET) out = maskSecrets(out, counter);
   if (could & D_IBAN) out = maskIbans(out, counter);
-  if (could & D_CARD) out = maskCards(out, counter);
-  if (could & D_SSN) out = maskSsns(out, counter);
+  if (could & D_CARD) out = maskCards(out, counter, (mode & AS_NUMBER) === 0);
+  if (could & D_SSN) out = maskSsns(out, counter, (mode & FREE_TEXT) !== 0);
   if (could & D_PHONE) out = maskPhones(out, counter);
   if (could & D_IPV4) out = maskIpv4s(out, counter);
   if (could & D_EMAIL) out = maskEmails(out, counter);
@@ -160,7 +165,8 @@ function detectorsThatCould(c: Compiled, len: number, digits: number, letters: n
   if (c.secret && len >= 10 && (maxRun >= 16 || (keyValue && letters >= 3) || dashes >= 5)) could |= D_SECRET;
   if (c.iban && digits >= 2 && letters >= 2 && len >= 15) could |= D_IBAN;
   if (c.card && maxDigitRun >= 13) could |= D_CARD;
-  if (c.ssn && maxDigitRun >= 9 && dashes >= 2) could |= D_SSN;
+  // 9 digits, dashed, otherwise separated or bare (free text), possibly inside a longer run
+  if (c.ssn && maxDigitRun >= 9) could |= D_SSN;
   if (c.phone && digits >= 8) could |= D_PHONE;
   if (c.ipv4 && digits >= 4 && dots >= 3) could |= D_IPV4;
   if (c.email && at) could |= D_EMAIL;
@@ -199,7 +205,7 @@ export function contentMayMatch(m: CompiledMasking, buf: Uint8Array, start: numb
       prevDigit = true;
       continue;
     }
-    if (!(prevDigit && (ch === 32 || ch === 45))) digitRun = 0;
+    if (!(prevDigit && isRunSep(ch))) digitRun = 0;
     prevDigit = false;
     const lower = ch | 32;
     if (lower >= 97 && lower <= 122) { letters++; run++; continue; }
@@ -271,10 +277,10 @@ export class ByteScreen {
     for (let p = start + k - 1; p < end; p += k) {
       const b = buf[p];
       const digit = b >= 48 && b <= 57;
-      if (!digit && !((b === 32 || b === 45) && ((p > start && isDigitByte(buf[p - 1])) || (p + 1 < end && isDigitByte(buf[p + 1]))))) continue;
+      if (!digit && !(isRunSep(b) && ((p > start && isDigitByte(buf[p - 1])) || (p + 1 < end && isDigitByte(buf[p + 1]))))) continue;
       // count the run around p: back to where a run could start, then forward as maskContent does
       let q = p;
-      while (q > start && (isDigitByte(buf[q - 1]) || buf[q - 1] === 32 || buf[q - 1] === 45)) q--;
+      while (q > start && (isDigitByte(buf[q - 1]) || isRunSep(buf[q - 1]))) q--;
       let run = 0;
       let prevDigit = false;
       let r = q;
@@ -285,7 +291,7 @@ export class ByteScreen {
           prevDigit = true;
           continue;
         }
-        if (!(prevDigit && (ch === 32 || ch === 45))) {
+        if (!(prevDigit && isRunSep(ch))) {
           if (r > p) break;
           run = 0;
         }
@@ -299,6 +305,8 @@ export class ByteScreen {
 }
 
 function isDigitByte(b: number): boolean { return b >= 48 && b <= 57; }
+/** what joins digit groups into one run for the card and SSN pre-checks: space - . / _ */
+function isRunSep(c: number): boolean { return c === 32 || c === 45 || c === 46 || c === 47 || c === 95; }
 
 /**
  * Masks one JSON document so it stays valid JSON: detectors run on each string (decoded when
@@ -345,7 +353,7 @@ function maskJson(m: CompiledMasking, text: string, counter: MaskCounter | undef
         else break;
       }
       const tok = text.slice(i, j);
-      const masked = maskContent(m, tok, counter);
+      const masked = maskContent(m, tok, counter, AS_NUMBER);
       if (masked !== tok) { out += text.slice(last, i) + JSON.stringify(masked); last = j; changed = true; }
       i = j;
     } else i++;
@@ -368,7 +376,7 @@ export function maskValue(m: CompiledMasking, value: string, typeOid: number, co
   switch (classifyType(typeOid)) {
     case TypeClass.skip: return value;
     case TypeClass.json: return maskJson(m, value, counter);
-    case TypeClass.nullIfMatched: return maskContent(m, value, counter) === value ? value : null;
+    case TypeClass.nullIfMatched: return maskContent(m, value, counter, AS_NUMBER) === value ? value : null;
     case TypeClass.bytea: {
       const plain = value.startsWith('\\x') ? hexToLatin1(value.slice(2)) : value;
       return maskContent(m, plain, counter) === plain ? value : null;
@@ -438,6 +446,43 @@ export function maskText(m: CompiledMasking, text: string, counter?: MaskCounter
     }
     if (out.includes('Failing row contains (')) out = maskQuotedTuple(out, FAILING_ROW, FAILING_ROW_END, () => true, counter);
   }
-  out = maskContent(m, out, counter);
+  out = maskContent(m, out, counter, FREE_TEXT);
   return out;
+}
+
+// PostgreSQL quotes the values it echoes in messages: `invalid input syntax for type integer: "…"`
+const QUOTED = /"[^"\n]*"/g;
+// a token holding a digit or an `@`: numbers and addresses a message may echo unquoted
+const VALUE_TOKEN = /[^\s"]*[0-9@][^\s"]*/g;
+
+/**
+ * Free text answering a statement that touched a column-rule column (issue 10: errors are
+ * masked as strongly as results). `whole`: the text is the user's own (RAISE, details, hints,
+ * internal queries): every character as a column rule masks a value (`maskChars`). Otherwise
+ * (a server message template): the quoted values and every token holding a digit or an `@`,
+ * so `invalid input syntax for type integer: "alice@example.com1"` keeps its words and loses
+ * the value: `... integer: "*****@*******.****"`.
+ */
+export function maskTaintedText(m: CompiledMasking, text: string, whole: boolean, counter?: MaskCounter): string {
+  let out = whole ? maskChars(text) : text.replace(QUOTED, (q) => `"${maskChars(q.slice(1, -1))}"`).replace(VALUE_TOKEN, maskChars);
+  if (out === text) out = maskText(m, text, counter);
+  else if (counter) counter.masked++;
+  return out;
+}
+
+/**
+ * ParameterStatus values that clients parse to speak the protocol (encodings, date formats,
+ * versions): PostgreSQL validates them, so they cannot carry a value; any other parameter
+ * (application_name, search_path, session_authorization, extensions' GUC_REPORT ones) goes
+ * through the detectors, or is masked whole after a statement that touched a masked column.
+ */
+const PROTOCOL_PARAMETERS = new Set([
+  'client_encoding', 'datestyle', 'integer_datetimes', 'standard_conforming_strings', 'server_version', 'server_encoding',
+  'intervalstyle', 'timezone', 'is_superuser', 'in_hot_standby', 'default_transaction_read_only', 'scram_iterations',
+]);
+
+/** A ParameterStatus value as the client may see it; same instance when unchanged. */
+export function maskParameterStatus(m: CompiledMasking, name: string, value: string, tainted: boolean, counter?: MaskCounter): string {
+  if (PROTOCOL_PARAMETERS.has(name.toLowerCase())) return value;
+  return tainted ? maskTaintedText(m, value, true, counter) : maskText(m, value, counter);
 }
