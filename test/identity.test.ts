@@ -180,7 +180,7 @@ test('logout deletes the stored tokens (and revokes the refresh token)', async (
   const refresh = tokensOf('leaver').refresh_token;
   const out = await gw.cli(['logout', '--json'], { home: 'leaver' });
   assert.equal(out.code, 0, out.stderr);
-  assert.deepEqual(JSON.parse(out.stdout), { gateway: gw.url, logged_out: true, revoked: true });
+  assert.deepEqual(JSON.parse(out.stdout), { gateway: gw.url, logged_out: true, revoked: true, gateway_refuses_token: true });
   assert.equal(tokensOf('leaver'), undefined);
   assert.equal((await gw.cli(['whoami'], { home: 'leaver' })).code, 3);
   // the revoked refresh token no longer works at the issuer
