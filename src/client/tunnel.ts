@@ -261,12 +261,8 @@ export class LocalTunnel extends EventEmitter {
     this.#websockets.add(ws);
     ws.once('close', () => this.#websockets.delete(ws));
     ws.once('unexpected-response', (_req, res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        let body: { error?: string; message?: string } = {};
-        try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
-        const err = Object.assign(new Error(body.message ?? `gateway refused the tunnel: HTTP ${res.statusCode}`), { status: res.statusCode, code: body.error });
+      readRefusal(res, (body, message) => {
+        const err = Object.assign(new Error(message), { status: res.statusCode, code: body.error });
         this.#websockets.delete(ws);
         this.stats.refused++;
         this.emit('refused', err);
@@ -358,17 +354,23 @@ export class LocalTunnel extends EventEmitter {
   }
 }
 
+/** Reads the gateway's JSON answer to a refused upgrade (`{error, message}`; anything else as the status) and hands it on. */
+function readRefusal(res: import('node:http').IncomingMessage, then: (body: { error?: string; message?: string }, message: string) => void): void {
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => chunks.push(c));
+  res.on('end', () => {
+    let body: { error?: string; message?: string } = {};
+    try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
+    then(body, body.message ?? `gateway refused the tunnel: HTTP ${res.statusCode}`);
+  });
+}
+
 /** Resolves when the WebSocket is open; a refused or failed handshake becomes a HoopError. */
 function handshake(ws: WebSocket): Promise<void> {
   return new Promise((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('unexpected-response', (_req, res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        let body: { error?: string; message?: string } = {};
-        try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
-        const message = body.message ?? `gateway refused the tunnel: HTTP ${res.statusCode}`;
+      readRefusal(res, (body, message) => {
         ws.terminate();
         if (res.statusCode === 401) reject(new AuthError(body.error ?? 'unauthorized', message));
         else if (res.statusCode === 403 || res.statusCode === 404) reject(new AccessDenied(message, { code: body.error }));
